@@ -1,0 +1,5 @@
+"""DSPy programs, installed as `instret.programs`."""
+
+from instret.programs.guide_writer import GuideWriter
+
+__all__ = ["GuideWriter"]

@@ -1,0 +1,5 @@
+"""Typed DSPy signatures, installed as `instret.signatures`."""
+
+from instret.signatures.guide_writing import WriteClusterGuide
+
+__all__ = ["WriteClusterGuide"]
