@@ -83,7 +83,7 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     seconds["embed"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    clusters, outlier_fraction, reused = _cluster(builder, questions, vectors, folder, embedder.id)
+    clusters, outlier_fraction, reused, clustering = _cluster(builder, questions, vectors, folder, embedder.id)
     seconds["cluster"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -110,7 +110,7 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
 
     manifest = Manifest(
         domain=domain, embedder_id=embedder.id, embedder_dimension=int(vectors.shape[1]),
-        clustering={**builder.describe(), "n_clusters": len(clusters), "outlier_fraction": outlier_fraction,
+        clustering={**clustering, "n_clusters": len(clusters), "outlier_fraction": outlier_fraction,
                     "cluster_sizes": {c.id: c.size for c in clusters}},
         teacher=_public_teacher(teacher, teacher_lm), guide_style=style,
         sources=[{"path": str(s), "sha256": file_sha256(s)} for s in sources],
@@ -146,18 +146,18 @@ def _cluster(builder: CorpusBuilder, questions, vectors, folder: Path, embedder_
     if path.exists():
         saved = np.load(path, allow_pickle=False)
         if str(saved["fingerprint"]) == fingerprint:
-            labels = saved["labels"]
-            return clusters_from_labels(questions, labels, vectors), float(saved["outlier_fraction"]), True
+            return (clusters_from_labels(questions, saved["labels"], vectors), float(saved["outlier_fraction"]),
+                    True, json.loads(str(saved["description"])))
     builder.fit(questions, embeddings=vectors)
     buffer = io.BytesIO()
     coords = builder.coords_2d_ if builder.coords_2d_ is not None else np.zeros((0, 2), dtype=np.float32)
     np.savez(buffer, fingerprint=np.array(fingerprint), labels=builder.labels_, raw_labels=builder.raw_labels_,
              coords=coords, outlier_fraction=np.array(builder.outlier_fraction_),
-             question_ids=np.array([q.id for q in questions]))
+             question_ids=np.array([q.id for q in questions]), description=np.array(json.dumps(builder.describe())))
     atomic_write_text(folder / QUESTIONS_FILE, "".join(json.dumps(q.to_dict(), ensure_ascii=False) + "\n"
                                                        for q in questions))
     _atomic_write_bytes(path, buffer.getvalue())
-    return builder.clusters_, builder.outlier_fraction_, False
+    return builder.clusters_, builder.outlier_fraction_, False, builder.describe()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

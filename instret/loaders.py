@@ -89,9 +89,10 @@ def _answer_text(value, key: str) -> str:
     """JSON answers may be numbers; 18.0 becomes "18" so scorers see one spelling."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise _RowProblem(key, f"expected a string or number, got {type(value).__name__}")
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+    text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value).strip()
+    if not text:
+        raise _RowProblem(key, "empty answer, so nothing to score against")
+    return text
 
 
 def _options(value, key: str) -> dict[str, str]:
@@ -99,7 +100,7 @@ def _options(value, key: str) -> dict[str, str]:
     if isinstance(value, list):
         value = dict(zip(_LETTERS, value))
     if not isinstance(value, dict) or not value:
-        raise _RowProblem(key, f"expected a non-empty dict or list of options, got {type(value).__name__}")
+        raise _RowProblem(key, f"expected a non-empty dict or list, got {type(value).__name__}")
     if not all(isinstance(text, str) for text in value.values()):
         raise _RowProblem(key, "every option must be a string")
     return {str(letter).strip(): text.strip() for letter, text in value.items()}
@@ -153,12 +154,16 @@ def _svamp(record: dict) -> dict:
     body, question = _string(record, "Body").strip(), _question_text(record, "Question")
     if body and body[-1] not in ".?!":  # a third of the Bodies stop mid-sentence
         body += "."
-    return {"text": f"{body} {question}".strip(), "answer": _answer_text(_required(record, "Answer"), "Answer"),
+    return {"text": f"{body} {question}".strip(),
+            "answer": _answer_text(_required(record, "Answer"), "Answer"),
             "solution": _optional_string(record, "Equation"), "subject": _optional_string(record, "Type")}
 
 
 def _medqa(record: dict) -> dict:
-    options = _options(_required(record, "options"), "options")
+    options = _required(record, "options")
+    if not isinstance(options, dict):
+        raise _RowProblem("options", f"expected a dict of letter -> text, got {type(options).__name__}")
+    options = _options(options, "options")
     gold = _string(record, "answer_idx").strip()
     if gold not in options:
         raise _RowProblem("answer_idx", f"{gold!r} is not one of the option letters {list(options)}")
@@ -196,9 +201,11 @@ def _mmlu(row: list[str], subject: str) -> dict:
 def _custom(record: dict, fields: dict[str, str], is_csv: bool) -> dict:
     """A user's row, read through `fields` (instret field -> key or column name)."""
     kwargs = {"text": _question_text(record, fields["text"])}
-    for name in ("answer", "solution", "subject"):
+    if "answer" in fields:
+        kwargs["answer"] = _answer_text(_required(record, fields["answer"]), fields["answer"])
+    for name in ("solution", "subject"):  # empty is fine here: these are optional
         if name in fields:
-            kwargs[name] = _answer_text(_required(record, fields[name]), fields[name])
+            kwargs[name] = str(_required(record, fields[name])).strip() or None
     if "options" in fields:
         columns = _option_columns(fields["options"])
         if len(columns) > 1:  # "A,B,C,D": one column per option, lettered in order
@@ -209,7 +216,7 @@ def _custom(record: dict, fields: dict[str, str], is_csv: bool) -> dict:
                 try:
                     value = json.loads(value)
                 except json.JSONDecodeError:
-                    raise _RowProblem(columns[0], "one options column must hold a JSON dict or list") from None
+                    raise _RowProblem(columns[0], "one options column must hold JSON") from None
         kwargs["options"] = _options(value, fields["options"])
     return kwargs
 
@@ -235,8 +242,8 @@ def _csv_rows(path: Path):
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader, start = csv.reader(handle), 1
         for row in reader:
-            if any(cell.strip() for cell in row):
-                yield start, row
+            if any(cell.strip() for cell in row):  # MMLU quoted cells hold Windows "\r\n" breaks
+                yield start, [cell.replace("\r\n", "\n") for cell in row]
             start = reader.line_num + 1
 
 
@@ -249,10 +256,10 @@ def _csv_records(path: Path, fields: dict[str, str]):
         for column in _option_columns(spec) if name == "options" else [spec]:
             if column not in header:
                 raise _MappingError(path, header_line, column,
-                                    f"fields maps {name!r} to {column!r}, which is not in the header {header}")
+                                    f"fields maps {name!r} to {column!r}, not in the header {header}")
     for line, row in rows:
         if len(row) != len(header):
-            yield line, _RowProblem(ROW, f"expected {len(header)} columns like the header, got {len(row)}")
+            yield line, _RowProblem(ROW, f"expected {len(header)} columns as in the header, not {len(row)}")
         else:
             yield line, dict(zip(header, row))
 
@@ -270,8 +277,9 @@ def _json_array_elements(path: Path):
         counted_to = position
         try:
             element, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as error:
-            raise BadRowError(path, error.lineno, ROW, f"invalid JSON: {error.msg}") from None
+        except json.JSONDecodeError as error:  # report the element, and where inside it JSON broke
+            raise BadRowError(path, line, ROW, f"invalid JSON: {error.msg} "
+                              f"(line {error.lineno} column {error.colno})") from None
         yield line, element
         position = _JSON_SPACE.match(text, position).end()
         if text.startswith(",", position):
@@ -289,7 +297,7 @@ def _load_json(path: Path):
 
 
 def _headqa_items(path: Path):
-    """(1, item) per question: HEAD-QA files are a single line. The exam travels in `_exam`/`_category`."""
+    """(1, item) per question, as HEAD-QA files are one line; items carry `_exam` and `_category`."""
     exams = _load_json(path)
     exams = exams.get("exams") if isinstance(exams, dict) else None
     if not isinstance(exams, dict):
@@ -299,7 +307,9 @@ def _headqa_items(path: Path):
         if not isinstance(items, list):
             raise BadRowError(path, 1, "data", f"expected a list of questions (exam {name})")
         for item in items:
-            yield 1, dict(item, _exam=name, _category=exam.get("category")) if isinstance(item, dict) else item
+            if isinstance(item, dict):
+                item = dict(item, _exam=name, _category=exam.get("category"))
+            yield 1, item
 
 
 def _mmlu_subject(path: Path) -> str:
@@ -315,18 +325,17 @@ def _records_and_parser(path: Path, fmt: str, fields: dict | None):
         records = _csv_records(path, fields) if fmt == "csv" else _jsonl_records(path)
         return records, lambda record: _custom(record, fields, is_csv=fmt == "csv")
     records = {"svamp": _json_array_elements, "headqa": _headqa_items}.get(fmt, _jsonl_records)(path)
-    return records, {"gsm8k": _gsm8k, "math": _math, "svamp": _svamp, "medqa": _medqa, "headqa": _headqa}[fmt]
+    parsers = {"gsm8k": _gsm8k, "math": _math, "svamp": _svamp, "medqa": _medqa, "headqa": _headqa}
+    return records, parsers[fmt]
 
 
 def _first_json_line(path: Path):
     with open(path, "rb") as handle:
-        for raw in handle:
-            if raw.strip():
-                try:
-                    return json.loads(raw.decode("utf-8-sig"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    return None
-    return None
+        raw = next((raw for raw in handle if raw.strip()), b"")
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
 
 
 def detect_format(path) -> str:
@@ -347,8 +356,11 @@ def detect_format(path) -> str:
             return "svamp"
         raise ValueError(f"{path} is a JSON array but not SVAMP; write it as JSON lines and {how}")
     record = _first_json_line(path)
-    if record is None and head.startswith(b"{"):  # a pretty-printed whole-file object
-        record = _load_json(path)
+    if record is None and head.startswith(b"{"):  # a pretty-printed whole-file object?
+        try:
+            record = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"cannot tell the format of {path}: its first line is not JSON; {how}") from None
     if isinstance(record, dict):
         if "exams" in record:
             return "headqa"
@@ -395,13 +407,16 @@ def load_questions(paths, *, format: str = "auto", fields: dict | None = None,
     """Read one file or a list of files into Questions, merging exact duplicates across files.
 
     With `skip_bad_rows=False` the first bad row raises `BadRowError`; with True bad rows are
-    collected in `report.bad_rows` (a file whose JSON is broken stops at the break). A `fields`
-    mapping naming a column the file lacks always raises: skipping every row would hide it.
+    collected in `report.bad_rows` (a file whose JSON is broken stops at the break). A CSV header
+    lacking a column named in `fields` always raises: skipping every row would hide the mistake.
+    (JSON-lines keys may vary by row, so there a missing key is a bad row.)
 
     >>> load_questions("mine.jsonl", fields={"text": "prompt", "answer": "target"})  # doctest: +SKIP
     """
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; use 'auto' or one of {FORMATS}")
+    if isinstance(fields, (str, list, tuple)):  # the CLI passes ["text=prompt", ...]
+        fields = parse_field_mapping(fields)
     if fields is not None:
         fields = _checked_fields(fields)
         if format not in ("auto", "jsonl", "csv"):
@@ -466,5 +481,6 @@ def holdout_split(questions, *, holdout_fraction: float = 0.5,
     kept, held_out = [], []
     for question in questions:
         digest = hashlib.sha256(f"{salt}:{question.id}".encode("utf-8")).digest()
-        (held_out if int.from_bytes(digest[:8], "big") / 2**64 < holdout_fraction else kept).append(question)
+        in_holdout = int.from_bytes(digest[:8], "big") / 2**64 < holdout_fraction
+        (held_out if in_holdout else kept).append(question)
     return kept, held_out

@@ -20,7 +20,7 @@ def normalize_text(text: str) -> str:
 
 
 def question_id(text: str) -> str:
-    """Stable id of a question: a hash of its normalized text."""
+    """Stable id of a question: a hash of its normalized text (stem and options, see `Question`)."""
     return hashlib.sha1(normalize_text(text).encode("utf-8")).hexdigest()[:16]
 
 
@@ -44,7 +44,9 @@ class Question:
 
     def __post_init__(self):
         if not self.id:
-            object.__setattr__(self, "id", question_id(self.text))
+            # The id hashes what a model is shown: HEAD-QA reuses stems such as "Insulin:" with
+            # different options, and those are different questions.
+            object.__setattr__(self, "id", question_id(self.render()))
 
     def render(self) -> str:
         """The question as a model sees it: text, then lettered options if any."""

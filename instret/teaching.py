@@ -45,9 +45,13 @@ def render_example(question: Question) -> str:
 
 def is_connection_failure(error: BaseException) -> bool:
     """A failure that will repeat for every guide (server down, refused): stop asking."""
-    names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(names & {"APIConnectionError", "ConnectionError", "ConnectionRefusedError",
-                         "ServiceUnavailableError", "NotFoundError", "AuthenticationError"})
+    fatal = {"LMTransportError", "LMAuthError", "LMUnsupportedModelError", "APIConnectionError",
+             "ConnectionError", "AuthenticationError", "NotFoundError"}
+    while error is not None:  # DSPy wraps engine errors; the cause says what happened
+        if fatal & {cls.__name__ for cls in type(error).__mro__}:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def write_guides(clusters: Sequence[Cluster], samples: dict[str, list[Question]], *, writer, teacher_lm,

@@ -1,0 +1,36 @@
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))  # tests import their helpers (scripted, loopback)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def sample_questions():
+    """The 200 real GSM8K questions the package ships as its sample."""
+    from instret.data import SAMPLE_GSM8K
+    from instret.loaders import load_questions
+
+    return load_questions(str(SAMPLE_GSM8K)).questions
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real default embedder, loaded once for the whole session."""
+    from instret.embedders import make_embedder
+
+    return make_embedder()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
