@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     draw.add_argument("corpus")
     draw.add_argument("-o", "--output", default="map.png")
     draw.set_defaults(run=_map)
+
+    # Other command groups live in their own modules; each imports only argparse at load time.
+    from instret import cli_answer, cli_models
+
+    cli_answer.register(commands)
+    cli_models.register(commands)
     return parser
 
 
