@@ -23,7 +23,7 @@ import numpy as np
 
 from instret.clustering import Cluster, CorpusBuilder, clusters_from_labels, params_fingerprint
 from instret.embedders import CachedEmbedder, Embedder, EmbeddingCache, make_embedder
-from instret.journal import GuideJournal
+from instret.journal import Journal
 from instret.manifest import Manifest, MANIFEST, atomic_write_text, file_sha256
 from instret.questions import Question
 from instret.store import GuideStore, StoredGuide
@@ -91,7 +91,7 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     questions_by_id = {q.id: q for q in questions}
     vectors_by_id = dict(zip((q.id for q in questions), vectors))
     samples = {c.id: sample_questions(c, questions_by_id, vectors_by_id, examples_per_guide) for c in clusters}
-    journal = GuideJournal(folder / JOURNAL)
+    journal = Journal(folder / JOURNAL, key="guide_id")
     missing = [c for c in clusters if c.id not in journal.read()]
     problem = server_problem(teacher_lm) if missing and check_teacher else None
     teaching = None

@@ -1,4 +1,4 @@
-"""Append-only record of finished guides: the teacher's work survives any crash."""
+"""Append-only JSONL of finished work (guides, evaluated answers): it survives any crash."""
 
 from __future__ import annotations
 
@@ -8,20 +8,21 @@ import threading
 from pathlib import Path
 
 
-class GuideJournal:
-    """One JSON line per finished guide, flushed and fsynced before the next is accepted.
+class Journal:
+    """One JSON line per finished item, flushed and fsynced before the next is accepted.
 
-    A `kill -9` can leave at most a partial last line; opening the journal cuts it off, so the
-    next append starts on a clean line and no finished guide is lost or written twice.
+    Records are identified by their `key` field. A `kill -9` can leave at most a partial last
+    line; the first append cuts it off, so no finished item is lost or written twice.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, key: str):
         self.path = Path(path)
+        self.key = key
         self._lock = threading.Lock()
         self._tail_checked = False
 
     def read(self) -> dict[str, dict]:
-        """Finished guides by guide id (a later line for the same id wins)."""
+        """Finished records by key (a later line for the same key wins)."""
         records = {}
         if not self.path.exists():
             return records
@@ -29,7 +30,7 @@ class GuideJournal:
             for line in handle:
                 if line.endswith("\n"):
                     record = json.loads(line)
-                    records[record["guide_id"]] = record
+                    records[record[self.key]] = record
         return records
 
     def _repair_tail(self) -> None:

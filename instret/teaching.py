@@ -11,7 +11,7 @@ import numpy as np
 
 from instret.clustering import GENERAL, Cluster
 from instret.guides import Guide, find_leaks
-from instret.journal import GuideJournal
+from instret.journal import Journal
 from instret.questions import Question
 
 MAX_SOLUTION_CHARS = 1200  # keeps the teacher prompt bounded for long worked solutions
@@ -55,7 +55,7 @@ def is_connection_failure(error: BaseException) -> bool:
 
 
 def write_guides(clusters: Sequence[Cluster], samples: dict[str, list[Question]], *, writer, teacher_lm,
-                 journal: GuideJournal, domain: str, style: str, threads: int = 4,
+                 journal: Journal, domain: str, style: str, threads: int = 4,
                  progress: bool = True) -> TeachingReport:
     """Ask the teacher for each cluster's guide not yet in the journal.
 

@@ -3,7 +3,7 @@
 import json
 
 from instret.guides import Guide, find_leaks, guide_quality
-from instret.journal import GuideJournal
+from instret.journal import Journal
 from instret.questions import Question
 
 
@@ -36,11 +36,11 @@ def test_render_numbers_steps_once():
 
 
 def test_journal_cuts_a_torn_last_line(tmp_path):
-    journal = GuideJournal(tmp_path / "guides.jsonl")
+    journal = Journal(tmp_path / "guides.jsonl", key="guide_id")
     journal.append({"guide_id": "a", "n": 1})
     with open(journal.path, "a") as handle:
         handle.write('{"guide_id": "b", "n"')  # what kill -9 mid-write leaves
-    reopened = GuideJournal(journal.path)
+    reopened = Journal(journal.path, key="guide_id")
     assert set(reopened.read()) == {"a"}
     reopened.append({"guide_id": "c", "n": 3})
     lines = journal.path.read_text().splitlines()
