@@ -91,7 +91,7 @@ def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, ki
 
     from instret.eval_report import summarize, write_outputs
     from instret.recovery import answer_with_recovery
-    from instret.scoring import score
+    from instret.scoring import score_answer
 
     check_no_leakage(questions, corpus)
     out_dir = Path(out_dir)
@@ -118,7 +118,7 @@ def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, ki
             with lock:
                 report.failures[kind_of_failure] = report.failures.get(kind_of_failure, 0) + 1
             return
-        scored = score(kind, attempt.answer, question.answer)
+        scored = score_answer(kind, attempt.answer, question.answer)
         results.append({**base, "answer": attempt.answer, "parsed": scored.parsed, "correct": scored.correct,
                         "parse_failed": scored.parse_failed or attempt.path == "failed",
                         "recovery": attempt.path, "lm_calls": attempt.lm_calls,

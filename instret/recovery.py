@@ -60,7 +60,7 @@ def answer_with_recovery(program, kind: str, question: str, options: dict | None
                            usage=_tokens(tracker))
         except AdapterParseError as error:
             raw = str(error.lm_response)
-        answer = extract_answer(kind, raw)
+        answer = extract_answer(kind, raw, options)
         if answer is not None:
             return Attempt(answer, "lenient_extract", raw=raw, lm_calls=counter.calls, usage=_tokens(tracker))
         try:
@@ -69,7 +69,7 @@ def answer_with_recovery(program, kind: str, question: str, options: dict | None
                            usage=_tokens(tracker))
         except AdapterParseError as error:
             raw = str(error.lm_response)
-            answer = extract_answer(kind, raw)
+            answer = extract_answer(kind, raw, options)
             path = "format_retry" if answer is not None else "failed"
             return Attempt(answer, path, raw=raw, lm_calls=counter.calls, usage=_tokens(tracker))
 
