@@ -87,8 +87,6 @@ def _build(args) -> int:
     from instret.data import SAMPLE_GSM8K
     from instret.embedders import make_embedder
     from instret.loaders import holdout_split, load_questions, parse_field_mapping
-    from instret.models import make_lm
-
     settings = load_settings(args.config, teacher=args.teacher, teacher_api_base=args.teacher_api_base,
                              embedder=args.embedder, embedder_api_base=args.embedder_api_base)
     train = args.train or [str(SAMPLE_GSM8K)]
@@ -114,7 +112,7 @@ def _build(args) -> int:
         clusterer.min_cluster_size = args.min_cluster_size
     builder = CorpusBuilder(embedder=embedder, clusterer=clusterer, outliers=args.outliers,
                             random_state=args.random_state)
-    report = build_corpus(questions, out, domain=domain, teacher=make_lm(settings.teacher),
+    report = build_corpus(questions, out, domain=domain, teacher=settings.teacher,
                           embedder=embedder, builder=builder, style=args.style,
                           examples_per_guide=args.examples_per_guide, threads=args.threads,
                           store_url=args.chroma_url, sources=train, split=split, progress=not args.no_progress)

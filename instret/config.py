@@ -21,7 +21,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from instret.models import ModelSpec
+from instret.models import ModelSpec, backend_of
 
 DEFAULT_TEACHER = "ollama_chat/qwen2.5:14b"
 DEFAULT_STUDENT = "ollama_chat/qwen2.5:3b"
@@ -58,11 +58,11 @@ def load_settings(path: str | os.PathLike | None = None, *, env=None, **flags) -
         if unknown:
             raise ConfigError(f"{path}: [{role}] has unknown keys {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}")
         section.setdefault("model", defaults[role])
-        for key, value in ((role, env.get(f"INSTRET_{role.upper()}")),
-                           (f"{role}_api_base", env.get(f"INSTRET_{role.upper()}_API_BASE"))):
-            for source in (value, flags.get(key)):
-                if source:
-                    section["model" if key == role else "api_base"] = source
+        for model, api_base in ((env.get(f"INSTRET_{role.upper()}"), env.get(f"INSTRET_{role.upper()}_API_BASE")),
+                                (flags.get(role), flags.get(f"{role}_api_base"))):
+            if model and backend_of(model) != backend_of(section["model"]):
+                section.pop("api_base", None)  # an Ollama URL from the file means nothing to another backend
+            section.update({key: value for key, value in (("model", model), ("api_base", api_base)) if value})
         specs[role] = ModelSpec(**section)
     return Settings(**specs, source=str(path) if path else None)
 

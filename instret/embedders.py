@@ -52,7 +52,9 @@ class SentenceTransformerEmbedder:
             if self._model is None:
                 from instret import _env  # noqa: F401  (offline hub)
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as transformers_logging
 
+                transformers_logging.disable_progress_bar()  # instret shows its own progress
                 self._model = SentenceTransformer(self._model_path(), device=self.device)
         return self._model
 
