@@ -26,6 +26,16 @@ _PUBLIC = {
     "ModelSpec": "instret.models", "make_lm": "instret.models",
     "Settings": "instret.config", "load_settings": "instret.config",
     "GuideWriter": "instret.programs", "WriteClusterGuide": "instret.signatures",
+    "GuideRetriever": "instret.retrieval", "PassageRetriever": "instret.retrieval",
+    "score": "instret.scoring", "score_answer": "instret.scoring", "ScoredAnswer": "instret.scoring",
+    "extract_answer": "instret.scoring", "kind_of": "instret.scoring",
+    "InstructionRetrievalQA": "instret.programs", "ZeroShotQA": "instret.programs",
+    "ChainOfThoughtQA": "instret.programs", "PassageRAGQA": "instret.programs", "GenericGuideQA": "instret.programs",
+    "METHODS": "instret.programs", "make_program": "instret.programs", "answer_signature": "instret.signatures",
+    "evaluate": "instret.evaluation", "EvalReport": "instret.evaluation", "LeakageError": "instret.evaluation",
+    "answer_with_recovery": "instret.recovery",
+    "compile_program": "instret.optimize", "save_program": "instret.optimize", "trainset_from": "instret.optimize",
+    "answer_metric": "instret.optimize",
 }
 
 __all__ = sorted(_PUBLIC)

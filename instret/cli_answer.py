@@ -57,7 +57,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=2, help="guides (or passages) to retrieve")
     parser.add_argument("--mode", choices=("guides", "questions"), default="guides",
                         help="match the question against guide texts, or against each guide's member questions")
-    parser.add_argument("--min-similarity", type=float, default=0.3)
+    parser.add_argument("--min-similarity", type=float, default=0.2,
+                        help="cosine similarity under which no guide is given (default 0.2)")
 
 
 def _settings(args):

@@ -25,11 +25,18 @@ from instret.questions import Question
 
 RESULTS, FAILURES = "results.jsonl", "failures.jsonl"
 
-# DSPy's error classes by name, most specific first: what the summary calls each failure.
-FAILURE_KINDS = (("ContextWindowExceededError", "context_window"), ("LMUnsupportedModelError", "model_missing"),
-                 ("LMTimeoutError", "timeout"), ("LMRateLimitError", "rate_limit"),
-                 ("LMServerError", "server_error"), ("LMTransportError", "connection"),
-                 ("LMAuthError", "auth"), ("LMError", "lm_error"))
+# What the summary calls a failure, most telling first, from the class names and HTTP statuses
+# anywhere in the error's chain: litellm reports a refused or cut connection to an
+# OpenAI-compatible server as a 500 (InternalServerError caused by openai.APIConnectionError),
+# a truncated body as a connection error caused by a JSONDecodeError, and a 401 from an
+# OpenAI-compatible server as a bad request.
+FAILURE_KINDS = (("context_window", {"ContextWindowExceededError"}, ()), ("model_missing", {"LMUnsupportedModelError"}, ()),
+                 ("auth", {"LMAuthError", "AuthenticationError", "PermissionDeniedError"}, (401, 403)),
+                 ("timeout", {"LMTimeoutError", "TimeoutError", "TimeoutException", "APITimeoutError", "Timeout"}, ()),
+                 ("bad_response", {"JSONDecodeError"}, ()),
+                 ("connection", {"LMTransportError", "ConnectionError", "APIConnectionError", "TransportError"}, ()),
+                 ("rate_limit", {"LMRateLimitError"}, (429,)), ("server_error", {"LMServerError"}, ()),
+                 ("lm_error", {"LMError"}, ()))
 
 
 class LeakageError(CorpusError):
@@ -46,17 +53,15 @@ class EvalReport:
 
 
 def failure_kind(error: BaseException) -> str:
-    while error is not None:
-        names = {cls.__name__ for cls in type(error).__mro__}
-        for name, kind in FAILURE_KINDS:
-            if name in names:
-                return kind
-        if isinstance(error, (TimeoutError,)):
-            return "timeout"
-        if isinstance(error, ConnectionError):
-            return "connection"
-        error = error.__cause__
-    return "error"
+    names: set[str] = set()
+    statuses: set = set()
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        names.update(cls.__name__ for cls in type(error).__mro__)
+        statuses.update(getattr(error, name, None) for name in ("status", "status_code"))
+        error = error.__cause__ or error.__context__
+    return next((kind for kind, classes, codes in FAILURE_KINDS if names & classes or statuses & set(codes)), "error")
 
 
 def check_no_leakage(questions: Sequence[Question], corpus) -> None:

@@ -6,11 +6,13 @@ config and notebooks all behave alike::
     >>> lm = make_lm("ollama_chat/qwen2.5:3b", num_ctx=8192)
     >>> with dspy.context(lm=lm):
     ...     program(question="...")
+    >>> lm = make_lm("ollama_chat/qwen2.5:3b", api_base="http://gpu1:11434,http://gpu2:11434")  # load-balanced
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 
 DEFAULT_OLLAMA_BASE = "http://localhost:11434"
@@ -22,38 +24,65 @@ class ModelSpec:
 
     `api_key` is never written anywhere by instret (see `public_dict`); prefer leaving it
     empty and letting litellm read the provider's usual environment variable.
+
+    `api_base` may list several servers of the same model (a list, or URLs separated by
+    commas): `make_lm` then load-balances over them with litellm's Router. Transient failures
+    are retried by DSPy `num_retries` times (DSPy's default: 3); `retry_backoff` is the wait
+    before the first retry in seconds, doubling after each, never above `MAX_RETRY_WAIT`
+    (unset: DSPy's own 1 s, 2 s, 4 s ...). `timeout` bounds each attempt.
     """
 
     model: str
-    api_base: str | None = None
+    api_base: str | list[str] | None = None
     api_key: str | None = field(default=None, repr=False)
     max_tokens: int | None = None
     temperature: float | None = None
     num_ctx: int | None = None
     timeout: float | None = None
     extra: dict = field(default_factory=dict)
+    num_retries: int | None = None
+    retry_backoff: float | None = None
 
     @property
     def backend(self) -> str:
         return backend_of(self.model)
 
     @property
-    def resolved_api_base(self) -> str | None:
-        if self.api_base:
-            return self.api_base.rstrip("/")
-        if self.backend == "ollama":
+    def endpoints(self) -> list[str]:
+        """Every server URL of this model, in the order given; [] for a hosted provider."""
+        listed = self.api_base.split(",") if isinstance(self.api_base, str) else (self.api_base or [])
+        urls = [url.strip().rstrip("/") for url in listed if url and url.strip()]
+        if not urls and self.backend == "ollama":
             host = os.environ.get("OLLAMA_HOST", DEFAULT_OLLAMA_BASE)
-            return host if host.startswith("http") else f"http://{host}"
-        return None
+            urls = [host if host.startswith("http") else f"http://{host}"]
+        return urls
+
+    @property
+    def resolved_api_base(self) -> str | None:
+        """The first server: the one probes and embedders use when several are listed."""
+        return next(iter(self.endpoints), None)
 
     def public_dict(self) -> dict:
-        """What may be written to manifests, results and logs: everything but the key."""
+        """What may be written to manifests, results and logs: everything but credentials."""
         data = asdict(self)
         data.pop("api_key")
+        data["extra"] = {key: value for key, value in data["extra"].items() if not is_secret_setting(key)}
         return {key: value for key, value in data.items() if value not in (None, {})}
+
+    def __repr__(self) -> str:  # specs reach logs and tracebacks: show them without credentials
+        return f"ModelSpec({', '.join(f'{key}={value!r}' for key, value in self.public_dict().items())})"
 
     def with_overrides(self, **overrides) -> "ModelSpec":
         return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+
+
+MAX_RETRY_WAIT = 30.0  # seconds; caps `retry_backoff` doublings and a server's Retry-After alike
+# `extra` reaches litellm as is, so a key or a header may hide there too ("max_tokens" does not match).
+_SECRET_NAME = re.compile(r"(?:^|_)(?:api_?key|key|token|secret|password|credentials?|authorization|headers)$", re.I)
+
+
+def is_secret_setting(name: str) -> bool:
+    return bool(_SECRET_NAME.search(str(name)))
 
 
 def backend_of(model: str) -> str:
@@ -75,12 +104,20 @@ def make_lm(model: "str | ModelSpec", **overrides):
     Every string backend runs on DSPy's litellm engine: `engine="auto"` may route a request
     to the native lm15 engine, which speaks Ollama only through its `/v1` OpenAI shim and
     would ignore Ollama options such as `num_ctx`. Pinning keeps one tested path per backend.
+    Several endpoints, or a `retry_backoff`, need instret's engine (`instret.routing`): DSPy
+    waits between retries only as long as its engine's `retry_after` hint says.
     """
     from instret import _env  # noqa: F401  (no network from litellm)
     import dspy
 
     spec = as_spec(model, **overrides)
+    if len(spec.endpoints) > 1 or spec.retry_backoff is not None:
+        from instret.routing import endpoint_lm
+
+        return endpoint_lm(spec)
     kwargs: dict = dict(spec.extra)
+    if spec.num_retries is not None:
+        kwargs["num_retries"] = spec.num_retries
     if spec.max_tokens is not None:
         kwargs["max_tokens"] = spec.max_tokens
     if spec.temperature is not None:
@@ -94,8 +131,16 @@ def make_lm(model: "str | ModelSpec", **overrides):
         kwargs["api_key"] = spec.api_key
     if spec.backend == "ollama" and spec.num_ctx:
         kwargs["num_ctx"] = spec.num_ctx
-    if spec.backend == "openai" and api_base and not spec.api_key and not os.environ.get("OPENAI_API_KEY"):
-        # Local OpenAI-compatible servers (vLLM, llama.cpp, LM Studio) need no key, but the
-        # OpenAI client refuses to start without one.
-        kwargs["api_key"] = "not-needed"
+    if needs_placeholder_key(spec):
+        kwargs["api_key"] = PLACEHOLDER_KEY
     return dspy.LM(spec.model, engine="litellm", **kwargs)
+
+
+PLACEHOLDER_KEY = "not-needed"
+
+
+def needs_placeholder_key(spec: ModelSpec) -> bool:
+    """Local OpenAI-compatible servers (vLLM, llama.cpp, LM Studio) need no key, but the
+    OpenAI client refuses to start without one."""
+    return (spec.backend == "openai" and bool(spec.endpoints) and not spec.api_key
+            and not os.environ.get("OPENAI_API_KEY"))

@@ -34,3 +34,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_dspy_cache():
+    """Every LM call in tests must reach its engine or server, so counts of requests mean something."""
+    import dspy
+
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)

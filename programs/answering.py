@@ -1,0 +1,225 @@
+"""Answering programs: instruction retrieval and the baselines it is measured against.
+
+Every program is called the same way, `program(question, options=None)`, and returns a
+prediction whose `answer` is typed by the answer kind (a float, a LaTeX string, a letter).
+`make_program` builds one by its name in `METHODS`:
+
+    >>> program = make_program("instruction_retrieval", Corpus.open("corpora/gsm8k"), "numeric", k=2)
+    >>> with dspy.context(lm=make_lm("ollama_chat/qwen2.5:3b")):
+    ...     program(question="Tom has 3 boxes of 12 pens ...").answer
+    36.0
+
+The guided programs share one signature per kind and differ only in the reference text they
+render into its `guides` field: retrieved guides, retrieved solved examples, or one generic guide.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import dspy
+
+from instret.guides import Guide
+from instret.questions import Question
+from instret.retrieval import GuideRetriever, PassageRetriever
+from instret.signatures.answering import answer_signature
+from instret.teaching import MAX_SOLUTION_CHARS
+
+NO_REFERENCE = "(no reference material matched this question: solve it on your own)"
+
+GENERIC_GUIDE = Guide(
+    title="General problem solving",
+    applies_when="Any question; this guide is not specific to one kind of problem.",
+    background="Most mistakes come from misreading what is asked or skipping a step, not from missing knowledge.",
+    procedure=["Read the question carefully and state exactly what is asked.",
+               "List the facts and quantities the question gives.",
+               "Recall the rules, definitions or formulas that connect them.",
+               "Work step by step, writing down each intermediate result.",
+               "Check the result against the question: units, size, and that it answers what was asked.",
+               "For multiple choice, rule out options that contradict the facts before choosing."],
+    pitfalls=["Answering a different question from the one asked.",
+              "Dropping a step or a quantity mentioned in the question.",
+              "Arithmetic slips: recompute each step before answering."])
+
+
+class AnsweringProgram(dspy.Module):
+    """Base of the answering programs: the student LM is never part of their saved state.
+
+    The student is chosen at run time (`dspy.context(lm=...)`), so a saved program holds no
+    endpoint or key and runs with whichever student loads it, even after `set_lm`.
+    """
+
+    def __init__(self, kind: str = "numeric"):
+        super().__init__()
+        self.kind = kind
+
+    def dump_state(self, json_mode=True):
+        state = super().dump_state(json_mode=json_mode)
+        for predictor in state.values():
+            predictor["lm"] = None
+        return state
+
+
+class ZeroShotQA(AnsweringProgram):
+    """The answer alone: no reasoning field, no reference material."""
+
+    def __init__(self, kind: str = "numeric"):
+        super().__init__(kind)
+        self.answer = dspy.Predict(answer_signature(kind, guided=False))
+
+    def forward(self, question: str, options: dict[str, str] | None = None):
+        return self.answer(**answer_inputs(self.kind, question, options))
+
+
+class ChainOfThoughtQA(AnsweringProgram):
+    """Reasoning, then the answer; no reference material."""
+
+    def __init__(self, kind: str = "numeric"):
+        super().__init__(kind)
+        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=False))
+
+    def forward(self, question: str, options: dict[str, str] | None = None):
+        return self.answer(**answer_inputs(self.kind, question, options))
+
+
+class GenericGuideQA(AnsweringProgram):
+    """One fixed guide for every question, rendered like retrieved guides: does retrieval matter?"""
+
+    def __init__(self, kind: str = "numeric", guide: Guide | None = None):
+        super().__init__(kind)
+        self.guide = guide if guide is not None else GENERIC_GUIDE
+        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=True))
+
+    def forward(self, question: str, options: dict[str, str] | None = None):
+        return self.answer(**answer_inputs(self.kind, question, options), guides=render_guides([self.guide]))
+
+
+class PassageRAGQA(AnsweringProgram):
+    """The k nearest training questions with their worked solutions, as unstructured examples."""
+
+    def __init__(self, retriever: PassageRetriever, kind: str = "numeric"):
+        super().__init__(kind)
+        self.retrieve = retriever
+        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=True))
+
+    def forward(self, question: str, options: dict[str, str] | None = None):
+        found = self.retrieve(query_text(question, options))
+        prediction = self.answer(**answer_inputs(self.kind, question, options), guides=render_passages(found.passages))
+        return with_references(prediction, found)
+
+
+class InstructionRetrievalQA(AnsweringProgram):
+    """Retrieve the teacher's guides for the question, then reason with them and answer.
+
+    >>> program = InstructionRetrievalQA(GuideRetriever(corpus, k=2, mode="questions"), kind="numeric")
+
+    The prediction carries `reasoning`, `answer`, and `reference_ids` / `reference_scores`
+    (the guides it was given; empty when none passed the retriever's `min_similarity`).
+    """
+
+    def __init__(self, retriever: GuideRetriever, kind: str = "numeric"):
+        super().__init__(kind)
+        self.retrieve = retriever
+        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=True))
+
+    def forward(self, question: str, options: dict[str, str] | None = None):
+        found = self.retrieve(query_text(question, options))
+        prediction = self.answer(**answer_inputs(self.kind, question, options), guides=render_guides(found.guides))
+        return with_references(prediction, found)
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+def query_text(question: str, options: dict[str, str] | None = None) -> str:
+    """The text to retrieve with: the question as the corpus embedded it (options included)."""
+    return Question(question, options=options or None).render()
+
+
+def render_options(options: dict[str, str] | None) -> str:
+    if not options:
+        return "(the options are given in the question)"
+    return "\n".join(f"{letter}. {text}" for letter, text in options.items())
+
+
+def answer_inputs(kind: str, question: str, options: dict[str, str] | None = None) -> dict[str, str]:
+    """Signature inputs: options in their own field for multiple choice, else kept with the question."""
+    if kind == "choice":
+        return {"question": question, "options": render_options(options)}
+    return {"question": query_text(question, options)}
+
+
+def render_guides(guides: Sequence[Guide]) -> str:
+    """Guides as delimited reference material: '### Guide 1: <title>' then the guide's body."""
+    if not guides:
+        return NO_REFERENCE
+    # Guide.render() opens with the title line; the heading replaces it.
+    return "\n\n".join(f"### Guide {n}: {guide.title}\n{guide.render().split(chr(10), 1)[-1]}"
+                       for n, guide in enumerate(guides, 1))
+
+
+def render_passages(questions: Sequence[Question]) -> str:
+    """Solved training questions as plain text: the question, then its worked solution (or answer)."""
+    if not questions:
+        return NO_REFERENCE
+    blocks = []
+    for n, question in enumerate(questions, 1):
+        solved = (f"Worked solution: {question.solution[:MAX_SOLUTION_CHARS]}" if question.solution
+                  else f"Answer: {question.answer}")
+        blocks.append(f"### Example {n}\nQuestion: {question.render()}\n{solved}")
+    return "\n\n".join(blocks)
+
+
+def with_references(prediction: dspy.Prediction, found: dspy.Prediction) -> dspy.Prediction:
+    """The student's prediction plus what it was shown, as a new prediction: mutating the original
+    would leak these fields into demos that optimizers bootstrap from the trace."""
+    result = dspy.Prediction(**{key: prediction[key] for key in prediction.keys()},
+                             reference_ids=list(found.ids), reference_scores=list(found.scores))
+    result._completions = prediction._completions
+    return result
+
+
+# --- registry ------------------------------------------------------------------------------
+
+def _zero_shot(corpus, kind, **_):
+    return ZeroShotQA(kind)
+
+
+def _chain_of_thought(corpus, kind, **_):
+    return ChainOfThoughtQA(kind)
+
+
+def _generic_guide(corpus, kind, guide=None, **_):
+    return GenericGuideQA(kind, guide=guide)
+
+
+def _passage_rag(corpus, kind, k=2, embedder=None, **_):
+    return PassageRAGQA(PassageRetriever(_needed(corpus, "passage_rag"), k=k, embedder=embedder), kind)
+
+
+def _instruction_retrieval(corpus, kind, k=2, mode="guides", min_similarity=0.2, embedder=None, **_):
+    retriever = GuideRetriever(_needed(corpus, "instruction_retrieval"), k=k, mode=mode,
+                               min_similarity=min_similarity, embedder=embedder)
+    return InstructionRetrievalQA(retriever, kind)
+
+
+def _needed(corpus, method: str):
+    if corpus is None:
+        raise ValueError(f"{method} retrieves from a corpus: make_program({method!r}, Corpus.open(folder), kind)")
+    return corpus
+
+
+#: name -> factory(corpus, kind, **options). Options a method does not use are ignored, so one
+#: set of options can drive every method of a comparison.
+METHODS = {"zero_shot": _zero_shot, "cot": _chain_of_thought, "passage_rag": _passage_rag,
+           "generic_guide": _generic_guide, "instruction_retrieval": _instruction_retrieval}
+OPTIONS = frozenset({"k", "mode", "min_similarity", "embedder", "guide"})
+
+
+def make_program(method: str, corpus=None, kind: str = "numeric", **options) -> AnsweringProgram:
+    """Build the program `method` names; unknown names and misspelt options are refused."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    unknown = set(options) - OPTIONS
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; the methods take {', '.join(sorted(OPTIONS))}")
+    return METHODS[method](corpus, kind, **options)

@@ -1,0 +1,120 @@
+"""`instret eval` and `instret compile` end to end: a real corpus, a student over loopback HTTP."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES
+from loopback import LoopbackServer, answers
+from scripted import guide_response, scripted_lm
+
+from instret import build_corpus
+from instret.cli import main
+from instret.data import SAMPLE_GSM8K
+from instret.loaders import load_questions
+
+pytestmark = pytest.mark.slow
+TEST_FILE = FIXTURES / "data" / "gsm8k_test.jsonl"
+METHODS = "zero_shot,cot,passage_rag,generic_guide,instruction_retrieval"
+TEST_QUESTIONS = load_questions(str(TEST_FILE)).questions
+
+
+def gold_for_even_questions(request):
+    """Right on questions 0, 2, 4, ...; one off on the others: accuracy 50% for every method."""
+    for n, question in enumerate(TEST_QUESTIONS):
+        if question.text[:60] in request.user:
+            return float(question.answer) + (n % 2)
+    return 0.0
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, sample_questions, embedder):
+    folder = tmp_path_factory.mktemp("eval") / "gsm8k"
+    lm, _ = scripted_lm(guide_response)
+    build_corpus(sample_questions, folder, domain="grade-school math", teacher=lm, embedder=embedder, progress=False)
+    return folder
+
+
+@pytest.fixture
+def student():
+    with LoopbackServer(models=("student",), responder=answers(answer=gold_for_even_questions)) as server:
+        yield server
+
+
+def run_eval(corpus, server, out, *extra):
+    return main(["eval", "--corpus", str(corpus), "--test", str(TEST_FILE), "--student", "ollama_chat/student",
+                 "--student-api-base", server.url, "--methods", METHODS, "--threads", "4", "--out", str(out),
+                 "--no-progress", *extra])
+
+
+def test_eval_table_files_and_resume(corpus, student, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_eval(corpus, student, out, "--limit", "5") == 0
+    asked_first = len(student.requests_for("/api/chat"))
+    assert asked_first >= 5 * 5
+
+    assert run_eval(corpus, student, out) == 0  # all 12: only the 7 new questions are asked
+    asked_second = len(student.requests_for("/api/chat")) - asked_first
+    assert 7 * 5 <= asked_second < 12 * 5
+    printed = capsys.readouterr().out
+    assert "from an earlier run" in printed and "instruction_retrieval" in printed and "vs zero-shot" in printed
+
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 12 * 5 and len({r["key"] for r in records}) == 60
+    assert all(r["recovery"] == "direct" and not r["parse_failed"] for r in records)
+    summary = {row["method"]: row for row in json.loads((out / "summary.json").read_text())}
+    assert set(summary) == set(METHODS.split(","))
+    for row in summary.values():
+        assert row["n"] == 12 and row["accuracy"] == 0.5 and row["ci_low"] < 0.5 < row["ci_high"]
+    assert summary["cot"]["vs_zero_shot_diff"] == 0 and summary["cot"]["vs_zero_shot_p"] == 1.0
+    assert (out / "summary.csv").read_text().startswith("method,student,n,correct,accuracy")
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+    before = len(student.requests_for("/api/chat"))
+    assert run_eval(corpus, student, out) == 0
+    assert len(student.requests_for("/api/chat")) == before  # a finished eval asks nothing again
+
+
+def test_each_method_prompt_holds_what_it_claims(corpus, student, tmp_path):
+    assert run_eval(corpus, student, tmp_path, "--limit", "1") == 0
+    prompts = [r.body["messages"][-1]["content"] for r in student.requests_for("/api/chat")]
+    with_guides = [p for p in prompts if "### Guide 1: Solving problems like" in p]
+    with_passages = [p for p in prompts if "### Example 1" in p and "Worked solution:" in p]
+    generic = [p for p in prompts if "### Guide 1:" in p and "Solving problems like" not in p]
+    bare = [p for p in prompts if "[[ ## guides ## ]]" not in p]
+    assert len(with_guides) == len(with_passages) == len(generic) == 1 and len(bare) == 2
+
+
+def test_leaked_test_questions_are_refused(corpus, student, tmp_path, capsys):
+    code = main(["eval", "--corpus", str(corpus), "--test", str(SAMPLE_GSM8K), "--student", "ollama_chat/student",
+                 "--student-api-base", student.url, "--out", str(tmp_path), "--no-progress"])
+    assert code == 2
+    assert "200 of 200 test questions are in corpus" in capsys.readouterr().err
+    assert not student.requests_for("/api/chat")
+
+
+def test_missing_student_model_stops_before_the_run(corpus, student, tmp_path, capsys):
+    code = main(["eval", "--corpus", str(corpus), "--test", str(TEST_FILE), "--student", "ollama_chat/absent",
+                 "--student-api-base", student.url, "--out", str(tmp_path), "--no-progress"])
+    assert code == 1 and "ollama pull absent" in capsys.readouterr().err
+    assert not student.requests_for("/api/chat")
+
+
+def test_compile_save_load_with_another_student(corpus, student, tmp_path):
+    program = tmp_path / "compiled.json"
+    assert main(["compile", "--corpus", str(corpus), "--student", "ollama_chat/student", "--student-api-base",
+                 student.url, "--train", str(TEST_FILE), "--limit", "6", "--optimizer", "bootstrap",
+                 "-o", str(program)]) == 0
+    state = json.loads(program.read_text())
+    text = program.read_text()
+    assert "api_base" not in text and "api_key" not in text and student.url not in text
+    demos = [demo for predictor in state.values() if isinstance(predictor, dict) for demo in predictor.get("demos", [])]
+    assert demos, "bootstrapping kept no demos"
+
+    with LoopbackServer(models=("other",), responder=answers(answer=gold_for_even_questions)) as other:
+        assert main(["eval", "--corpus", str(corpus), "--test", str(TEST_FILE), "--limit", "2", "--methods",
+                     "instruction_retrieval", "--program", f"instruction_retrieval={program}", "--student",
+                     "openai/other", "--student-api-base", other.url + "/v1", "--out", str(tmp_path / "run"),
+                     "--no-progress"]) == 0
+        prompts = [r.body["messages"] for r in other.requests_for("/v1/chat/completions")]
+    assert prompts and all(len(messages) > 2 for messages in prompts)  # the loaded demos reach the new student
