@@ -171,14 +171,18 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def _store(store: GuideStore, stored: list[StoredGuide], cached: CachedEmbedder, questions, vectors,
            clusters: list[Cluster]) -> None:
-    guide_of = {qid: c.id for c in clusters for qid in c.question_ids}
+    guide_of = {qid: guide_id for c in clusters for guide_id in [c.id] for qid in c.question_ids}
     have_guide = {g.id for g in stored}
     keep = [i for i, q in enumerate(questions) if guide_of[q.id] in have_guide]
     if stored:
         store.upsert_guides(stored, cached.encode([g.text for g in stored]))
-    if keep:
-        store.upsert_questions([questions[i].id for i in keep], [questions[i].render() for i in keep],
-                               vectors[keep], [guide_of[questions[i].id] for i in keep])
+    # A question's id comes from its text and its vector from the cache, so a record that already
+    # points at the right guide is identical: rewriting it would only cost time on every rerun.
+    already = store.question_guides()
+    changed = [i for i in keep if already.get(questions[i].id) != guide_of[questions[i].id]]
+    if changed:
+        store.upsert_questions([questions[i].id for i in changed], [questions[i].render() for i in changed],
+                               vectors[changed], [guide_of[questions[i].id] for i in changed])
     store.delete_except(have_guide, {questions[i].id for i in keep})
 
 

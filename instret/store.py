@@ -100,6 +100,11 @@ class GuideStore:
             collection.upsert(ids=list(ids[part]), embeddings=np.asarray(vectors[part]),
                               documents=list(texts[part]), metadatas=[{"guide_id": g} for g in guide_ids[part]])
 
+    def question_guides(self) -> dict[str, str]:
+        """Stored question id → the guide it points at."""
+        result = self._collection(QUESTIONS).get(include=["metadatas"])
+        return {i: m["guide_id"] for i, m in zip(result["ids"], result["metadatas"])}
+
     def guides(self) -> list[StoredGuide]:
         result = self._collection(GUIDES).get(include=["metadatas"])
         stored = [StoredGuide.from_metadata(i, m) for i, m in zip(result["ids"], result["metadatas"])]
