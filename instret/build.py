@@ -93,7 +93,7 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     samples = {c.id: sample_questions(c, questions_by_id, vectors_by_id, examples_per_guide) for c in clusters}
     journal = Journal(folder / JOURNAL, key="guide_id")
     missing = [c for c in clusters if c.id not in journal.read()]
-    problem = server_problem(teacher_lm) if missing and check_teacher else None
+    problem = server_problem(teacher if isinstance(teacher, ModelSpec) else teacher_lm) if missing and check_teacher else None
     teaching = None
     if missing and problem is None:
         teaching = write_guides(clusters, samples, writer=writer or GuideWriter(), teacher_lm=teacher_lm,

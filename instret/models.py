@@ -11,6 +11,7 @@ config and notebooks all behave alike::
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -111,6 +112,7 @@ def make_lm(model: "str | ModelSpec", **overrides):
     import dspy
 
     spec = as_spec(model, **overrides)
+    hide_in_logs(spec)
     if len(spec.endpoints) > 1 or spec.retry_backoff is not None:
         from instret.routing import endpoint_lm
 
@@ -144,3 +146,46 @@ def needs_placeholder_key(spec: ModelSpec) -> bool:
     OpenAI client refuses to start without one."""
     return (spec.backend == "openai" and bool(spec.endpoints) and not spec.api_key
             and not os.environ.get("OPENAI_API_KEY"))
+
+
+# Client libraries that log request details at DEBUG. The openai SDK logs custom headers (a key
+# in `extra.extra_headers`) verbatim; litellm masks its own, but is listed in case it does not.
+_CLIENT_LOGGERS = ("openai._base_client", "httpx", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+
+class _SecretRedactor(logging.Filter):
+    """Replaces every secret instret was given with '***' in the client libraries' log records."""
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            if any(secret in message for secret in self.secrets):
+                for secret in sorted(self.secrets, key=len, reverse=True):
+                    message = message.replace(secret, "***")
+                record.msg, record.args = message, None
+        return True
+
+
+_REDACTOR = _SecretRedactor()
+
+
+def hide_in_logs(spec: ModelSpec) -> None:
+    """Register the spec's key and secret-named `extra` values with the log redactor."""
+    values = [spec.api_key] + [value for key, value in spec.extra.items() if is_secret_setting(key)]
+    found: set[str] = set()
+    while values:
+        value = values.pop()
+        if isinstance(value, dict):
+            values.extend(value.values())
+        elif isinstance(value, str) and len(value) >= 8:  # short strings would blank out ordinary words
+            found.update({value, value.split()[-1]} if len(value.split()[-1]) >= 8 else {value})
+    if found - _REDACTOR.secrets:
+        _REDACTOR.secrets |= found
+        for name in _CLIENT_LOGGERS:
+            logger = logging.getLogger(name)
+            if _REDACTOR not in logger.filters:
+                logger.addFilter(_REDACTOR)

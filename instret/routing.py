@@ -55,8 +55,9 @@ class EndpointEngine:
     request that failed on one server to another (`enable_weighted_failover`), and rests a server
     that keeps failing for `cooldown_time` seconds. What still fails goes back to DSPy, which
     retries it `num_retries` times; before each retry it sleeps the error's `retry_after`, which
-    this engine sets to `retry_backoff` doubling per failure of the same request, or to the
-    server's own Retry-After, and never above `MAX_RETRY_WAIT`.
+    this engine sets to the server's own Retry-After, else to `retry_backoff` doubling per failure
+    of the same request, either way at most `MAX_RETRY_WAIT`. With neither, DSPy waits its own
+    1 s, 2 s, 4 s ... (at most 60 s).
     """
 
     def __init__(self, servers: list[dict], *, retry_backoff: float | None = None,
@@ -119,7 +120,7 @@ class EndpointEngine:
         if len(self.servers) == 1:
             # A Router over one server adds nothing but its cooldown, which would turn a few
             # failures into "no deployments available" for every request.
-            return litellm.completion(**self.servers[0], **data, num_retries=0)
+            return litellm.completion(**{**self.servers[0], **data}, num_retries=0)
         return self.router().completion(model=GROUP, **data)
 
     def router(self):

@@ -21,6 +21,8 @@ def server_problem(lm, timeout: float = 3.0) -> str | None:
     Only servers instret can check without spending tokens are checked (Ollama and
     OpenAI-compatible servers given an api_base); hosted providers and in-process engines pass.
     """
+    if isinstance(lm, ModelSpec):  # a spec is checked as written, several servers included
+        return model_problem(lm, timeout=timeout)
     if not isinstance(getattr(lm, "_engine_spec", "litellm"), str):
         return None
     spec = ModelSpec(model=lm.model, api_base=(lm.kwargs.get("api_base") or "").rstrip("/") or None)
