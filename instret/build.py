@@ -61,10 +61,10 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     """Run (or resume) every stage; see the module docstring. `teacher` is a model string,
     `ModelSpec` or `dspy.LM`; `store_url` puts the guides on a Chroma server instead of the folder;
     `split` (e.g. from `holdout_split`) is recorded in the manifest."""
-    from instret.models import ModelSpec, make_lm
+    from instret.models import ModelSpec, as_spec, make_lm
     from instret.programs import GuideWriter
     from instret.servers import server_problem
-    from instret.teaching import sample_questions, write_guides
+    from instret.teaching import sample_questions, teaching_inputs, write_guides
 
     if style not in ("concise", "detailed"):
         raise ValueError(f"style must be 'concise' or 'detailed', not {style!r}")
@@ -75,7 +75,7 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     if (folder / MANIFEST).exists():
         Manifest.load(folder).check_embedder(embedder.id, folder)
     builder = builder if builder is not None else CorpusBuilder(embedder=embedder)
-    teacher_lm = make_lm(teacher) if isinstance(teacher, (str, ModelSpec)) else teacher
+    teacher = as_spec(teacher) if isinstance(teacher, str) else teacher
     cached = CachedEmbedder(embedder, EmbeddingCache(folder / EMBEDDINGS))
     seconds: dict[str, float] = {}
 
@@ -93,11 +93,14 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     samples = {c.id: sample_questions(c, questions_by_id, vectors_by_id, examples_per_guide) for c in clusters}
     journal = Journal(folder / JOURNAL, key="guide_id")
     missing = [c for c in clusters if c.id not in journal.read()]
-    problem = server_problem(teacher if isinstance(teacher, ModelSpec) else teacher_lm) if missing and check_teacher else None
+    problem = server_problem(teacher) if missing and check_teacher else None
     teaching = None
     if missing and problem is None:
-        teaching = write_guides(clusters, samples, writer=writer or GuideWriter(), teacher_lm=teacher_lm,
-                                journal=journal, domain=domain, style=style, threads=threads, progress=progress)
+        writer = writer or GuideWriter()
+        teacher = _fit_context(teacher, writer, [teaching_inputs(samples[c.id], domain, style) for c in missing])
+        teaching = write_guides(clusters, samples, writer=writer, teacher_lm=make_lm(teacher) if isinstance(
+            teacher, ModelSpec) else teacher, journal=journal, domain=domain, style=style, threads=threads,
+            progress=progress)
         problem = teaching.stopped_because
     seconds["write_guides"] = time.perf_counter() - clock
 
@@ -113,7 +116,7 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
         domain=domain, embedder_id=embedder.id, embedder_dimension=int(vectors.shape[1]),
         clustering={**clustering, "n_clusters": len(clusters), "outlier_fraction": outlier_fraction,
                     "cluster_sizes": {c.id: c.size for c in clusters}},
-        teacher=_public_teacher(teacher, teacher_lm), guide_style=style,
+        teacher=_public_teacher(teacher), guide_style=style,
         sources=[{"path": str(s), "sha256": file_sha256(s)} for s in sources],
         question_ids=[q.id for q in questions],
         store={"url": store_url, "name": _store_name(folder)} if store_url else {"path": CHROMA, "name": _store_name(folder)},
@@ -198,11 +201,21 @@ def _store_name(folder: Path) -> str:
     return (name or "instret")[:40].ljust(3, "x")
 
 
-def _public_teacher(teacher, teacher_lm) -> dict:
+def _public_teacher(teacher) -> dict:
+    from instret.models import ModelSpec, as_spec
+
+    if isinstance(teacher, (str, ModelSpec)):
+        return as_spec(teacher).public_dict()
+    return {"model": getattr(teacher, "model", type(teacher).__name__)}
+
+
+def _fit_context(teacher, writer, inputs: list[dict]):
+    """An Ollama teacher gets a `num_ctx` that holds its longest guide prompt: Ollama would
+    silently cut the example questions off at its small default window."""
     from instret.models import ModelSpec
 
-    if isinstance(teacher, ModelSpec):
-        return teacher.public_dict()
-    if isinstance(teacher, str):
-        return {"model": teacher}
-    return {"model": getattr(teacher_lm, "model", type(teacher_lm).__name__)}
+    if not (isinstance(teacher, ModelSpec) and teacher.backend == "ollama" and teacher.num_ctx is None):
+        return teacher
+    from instret.context import fit_num_ctx, program_prompts
+
+    return fit_num_ctx(teacher, program_prompts(writer, inputs), teacher.max_tokens or 2000)

@@ -43,6 +43,11 @@ def render_example(question: Question) -> str:
     return text
 
 
+def teaching_inputs(sample: Sequence[Question], domain: str, style: str) -> dict:
+    """The guide writer's inputs for one cluster's sample."""
+    return {"domain": domain, "example_questions": [render_example(q) for q in sample], "style": style}
+
+
 def is_connection_failure(error: BaseException) -> bool:
     """A failure that will repeat for every guide (server down, refused): stop asking."""
     fatal = {"LMTransportError", "LMAuthError", "LMUnsupportedModelError", "APIConnectionError",
@@ -79,8 +84,7 @@ def write_guides(clusters: Sequence[Cluster], samples: dict[str, list[Question]]
         cluster_domain = domain if cluster.label != GENERAL else f"{domain} (miscellaneous questions)"
         try:
             with dspy.context(lm=teacher_lm):
-                guide = writer(domain=cluster_domain, example_questions=[render_example(q) for q in sample],
-                               style=style).guide
+                guide = writer(**teaching_inputs(sample, cluster_domain, style)).guide
             if not isinstance(guide, Guide):
                 guide = Guide.model_validate(guide)
         except Exception as error:  # one cluster's failure must not stop the others

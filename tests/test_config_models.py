@@ -201,13 +201,13 @@ def test_public_dict_and_repr_never_hold_the_key():
 def test_public_teacher_and_manifest_drop_the_key(tmp_path):
     spec = ModelSpec("openai/gpt-4o-mini", api_base="http://localhost:8000/v1", api_key=SECRET)
     lm = make_lm(spec)
-    assert _public_teacher(spec, lm) == spec.public_dict()
-    assert _public_teacher(lm, lm) == {"model": "openai/gpt-4o-mini"}  # an LM: only its model string
-    assert _public_teacher("openai/gpt-4o-mini", lm) == {"model": "openai/gpt-4o-mini"}
+    assert _public_teacher(spec) == spec.public_dict()
+    assert _public_teacher(lm) == {"model": "openai/gpt-4o-mini"}  # an LM: only its model string
+    assert _public_teacher("openai/gpt-4o-mini") == {"model": "openai/gpt-4o-mini"}
     for teacher in (spec, lm):
         folder = tmp_path / type(teacher).__name__
         Manifest(domain="math", embedder_id="e", embedder_dimension=3, clustering={},
-                 teacher=_public_teacher(teacher, lm), guide_style="concise", sources=[], question_ids=[],
+                 teacher=_public_teacher(teacher), guide_style="concise", sources=[], question_ids=[],
                  store={"path": "chroma", "name": "x"}).save(folder)
         assert SECRET.encode() not in (folder / MANIFEST).read_bytes()
         assert Manifest.load(folder).teacher["model"] == "openai/gpt-4o-mini"
