@@ -146,6 +146,7 @@ def _eval(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     compiled = dict(item.split("=", 1) for item in args.program)
     programs = {m: _program(m, corpus, kind, args, compiled.get(m)) for m in methods}
+    specs = [_fit_context(spec, programs, questions) for spec in specs]
     name = Path(args.corpus).name if args.corpus else "no-corpus"
     out = Path(args.out or Path("runs") / f"{name}-{Path(args.test[0]).stem}")
     report = evaluate(questions, methods=programs, students={spec.model: make_lm(spec) for spec in specs},
@@ -160,6 +161,20 @@ def _eval(args) -> int:
               file=sys.stderr)
         return 3
     return 0
+
+
+def _fit_context(spec, programs: dict, questions, sample: int = 20):
+    """Ollama students get a `num_ctx` that holds the longest prompt the programs produce
+    (guides + question + demos) on a sample of the questions; Ollama would cut it silently."""
+    if spec.backend != "ollama" or spec.num_ctx is not None:
+        return spec
+    from instret.context import fit_num_ctx, program_prompts
+
+    inputs = [{"question": q.text, "options": q.options} for q in questions[:sample]]
+    prompts = [prompt for program in programs.values() for prompt in program_prompts(program, inputs)]
+    fitted = fit_num_ctx(spec, prompts, spec.max_tokens or 1024)
+    print(f"{spec.model}: num_ctx {fitted.num_ctx} (longest prompt of {len(inputs)} sampled questions)")
+    return fitted
 
 
 def _compile(args) -> int:

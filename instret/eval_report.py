@@ -64,7 +64,18 @@ def format_table(rows: list[dict]) -> str:
         lines.append(f"{row['method'][:21]:<22}{row['student'][:23]:<24}{row['n']:>5}  {accuracy:<24}"
                      f"{versus[0]:>18}{versus[1]:>18}{row['parse_failure_rate']:>11.1%}{tokens:>15}"
                      f"{row['mean_latency_s']:>8.2f}s")
+    lines.extend(_recovery_lines(rows))
     return "\n".join(lines)
+
+
+def _recovery_lines(rows: list[dict]) -> list[str]:
+    """Per student: how often each output-recovery path was needed, over all methods."""
+    by_student: dict[str, Counter] = {}
+    for row in rows:
+        counts = by_student.setdefault(row.get("student", ""), Counter())
+        counts.update({k.removeprefix("recovered_"): v for k, v in row.items() if k.startswith("recovered_")})
+    return [f"output recovery for {student}: " + ", ".join(f"{path} {n}" for path, n in counts.most_common())
+            for student, counts in by_student.items() if counts]
 
 
 def write_outputs(rows: list[dict], out_dir: Path) -> None:

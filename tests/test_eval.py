@@ -59,6 +59,8 @@ def test_eval_table_files_and_resume(corpus, student, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "from an earlier run" in printed and "instruction_retrieval" in printed and "vs zero-shot" in printed
 
+    num_ctx = {r.options.get("num_ctx") for r in student.requests_for("/api/chat")}
+    assert len(num_ctx) == 1 and num_ctx.pop() >= 2048  # sized from the programs' prompts
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(records) == 12 * 5 and len({r["key"] for r in records}) == 60
     assert all(r["recovery"] == "direct" and not r["parse_failed"] for r in records)
