@@ -116,13 +116,7 @@ def run_eval(questions, plan: FaultPlan | None, args, out_dir: Path) -> dict:
     from instret.journal import Journal
     from instret.models import ModelSpec, make_lm
 
-    class NumericQA(dspy.Module):
-        def __init__(self):
-            super().__init__()
-            self.solve = dspy.ChainOfThought("question, options -> answer: float")
-
-        def forward(self, question, options=None):
-            return self.solve(question=question, options=options)
+    from instret.programs import ChainOfThoughtQA
 
     responder = ModelServer(plan, args.slots, args.generation)
     with LoopbackServer(models=["m"], responder=responder, hang=args.hang,
@@ -131,7 +125,7 @@ def run_eval(questions, plan: FaultPlan | None, args, out_dir: Path) -> dict:
         spec = ModelSpec(f"{args.backend}/m", api_base=server.url + suffix, timeout=args.timeout,
                          num_retries=args.num_retries, retry_backoff=args.backoff, extra={"cache": False})
         started = time.perf_counter()
-        report = evaluate(questions, methods={"cot": NumericQA()}, students={"m": make_lm(spec)}, kind="numeric",
+        report = evaluate(questions, methods={"cot": ChainOfThoughtQA("numeric")}, students={"m": make_lm(spec)}, kind="numeric",
                           out_dir=out_dir, threads=args.threads, progress=False)
         seconds = time.perf_counter() - started
         requests = len(server.requests)

@@ -16,21 +16,13 @@ import pytest
 from loopback import LoopbackServer, answers
 
 import dspy
+from instret.programs import ChainOfThoughtQA
 from instret.evaluation import FAILURES, RESULTS, evaluate
 from instret.models import ModelSpec, make_lm
 from instret.questions import Question
 
 BACKENDS = {"ollama_chat": ("", "/api/chat"), "openai": ("/v1", "/v1/chat/completions")}
 N = 20
-
-
-class NumericQA(dspy.Module):
-    def __init__(self):
-        super().__init__()
-        self.solve = dspy.ChainOfThought("question, options -> answer: float")
-
-    def forward(self, question, options=None):
-        return self.solve(question=question, options=options)
 
 
 QUESTIONS = [Question(text=f"Item {i:02d}: what is {i} + 7?", answer=str(i + 7), source="faults", line=i)
@@ -67,7 +59,7 @@ def student(server: LoopbackServer, backend: str, **spec_fields):
 
 
 def run(server, backend, out_dir, threads=4, **spec_fields):
-    return evaluate(QUESTIONS, methods={"cot": NumericQA()}, students={"m": student(server, backend, **spec_fields)},
+    return evaluate(QUESTIONS, methods={"cot": ChainOfThoughtQA("numeric")}, students={"m": student(server, backend, **spec_fields)},
                     kind="numeric", out_dir=out_dir, threads=threads, progress=False)
 
 

@@ -15,19 +15,11 @@ import pytest
 from loopback import LoopbackServer, chat_reply
 
 import dspy
+from instret.programs import ChainOfThoughtQA
 from instret.evaluation import FAILURES, RESULTS, evaluate
 from instret.models import ModelSpec, make_lm
 from instret.questions import Question
 from instret.recovery import FORMAT_REMINDER, answer_with_recovery
-
-
-class NumericQA(dspy.Module):
-    def __init__(self):
-        super().__init__()
-        self.solve = dspy.ChainOfThought("question, options -> answer: float")
-
-    def forward(self, question, options=None):
-        return self.solve(question=question, options=options)
 
 
 def asks_json(request) -> bool:
@@ -89,7 +81,7 @@ def test_each_misbehaviour_takes_its_recovery_path(server, backend, name):
     _, path, calls = BEHAVIOURS[name]
     question = next(q for q in QUESTIONS if f"Case {name} #" in q.text)
     with dspy.context(lm=student(server, backend)):
-        attempt = answer_with_recovery(NumericQA(), "numeric", question.text)
+        attempt = answer_with_recovery(ChainOfThoughtQA("numeric"), "numeric", question.text)
     assert (attempt.path, attempt.lm_calls) == (path, calls)
     assert attempt.answer == (None if path == "failed" else question.answer)
 
@@ -98,7 +90,7 @@ def test_each_misbehaviour_takes_its_recovery_path(server, backend, name):
 def batch(server, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("recovery")
     students = {"ollama": student(server, "ollama_chat"), "openai-compatible": student(server, "openai")}
-    report = evaluate(QUESTIONS, methods={"cot": NumericQA()}, students=students, kind="numeric", out_dir=out_dir,
+    report = evaluate(QUESTIONS, methods={"cot": ChainOfThoughtQA("numeric")}, students=students, kind="numeric", out_dir=out_dir,
                       threads=4, progress=False)
     return out_dir, report
 

@@ -15,6 +15,7 @@ import pytest
 from loopback import LoopbackServer
 
 import dspy
+from instret.programs import ChainOfThoughtQA
 from instret.build import build_corpus
 from instret.clustering import CorpusBuilder, NoReduction
 from instret.embedders import make_embedder
@@ -26,15 +27,6 @@ from instret.questions import Question
 
 SECRET = "sk-PLANTED-SECRET-123"
 LOGGERS = ("", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "dspy", "instret", "httpx", "httpcore", "openai")
-
-
-class NumericQA(dspy.Module):
-    def __init__(self):
-        super().__init__()
-        self.solve = dspy.ChainOfThought("question, options -> answer: float")
-
-    def forward(self, question, options=None):
-        return self.solve(question=question, options=options)
 
 
 @pytest.fixture
@@ -72,7 +64,7 @@ def test_planted_key_is_sent_but_never_written(tmp_path, servers, monkeypatch, d
     # An evaluation, with one item failing on every student.
     questions = [Question(text=f"Item {i:02d}: what is {i} + 1?", answer=str(i + 1), source="secrets", line=i)
                  for i in range(6)]
-    report = evaluate(questions, methods={"cot": NumericQA()}, students=students, kind="numeric",
+    report = evaluate(questions, methods={"cot": ChainOfThoughtQA("numeric")}, students=students, kind="numeric",
                       out_dir=tmp_path / "eval", threads=2, progress=False)
     assert report.answered_now == 3 * 5 and report.failures == {"auth": 3}
 
@@ -90,8 +82,8 @@ def test_planted_key_is_sent_but_never_written(tmp_path, servers, monkeypatch, d
     assert build.guides_written == 2 and Manifest.load(tmp_path / "corpus").teacher == teacher.public_dict()
 
     # A saved program whose predictor has the keyed, load-balanced LM set on it.
-    program = NumericQA()
-    program.solve.predict.demos = [dspy.Example(question="What is 1 + 1?", reasoning="Add.", answer=2.0)]
+    program = ChainOfThoughtQA("numeric")
+    program.answer.predict.demos = [dspy.Example(question="What is 1 + 1?", reasoning="Add.", answer=2.0)]
     program.set_lm(students["keyed-pair"])
     save_program(program, tmp_path / "programs" / "cot.json")
 
