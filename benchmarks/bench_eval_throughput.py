@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -188,8 +188,6 @@ def run_evaluation(url: str, questions, threads: int, latency: float, timeline: 
         cpu, clock = time.process_time(), time.perf_counter()
         report = evaluate(questions, out_dir=out_dir, **kwargs)
         wall, cpu = time.perf_counter() - clock, time.process_time() - cpu
-    import json
-
     records = [json.loads(line) for line in (Path(out_dir) / "results.jsonl").read_text().splitlines()]
     ideal = threads / latency
     calls = [end - start for start, end in timeline.calls]

@@ -144,8 +144,10 @@ def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, ki
         raise
     pool.shutdown(wait=True)
 
+    failures.close()
     records = [r for r in results.read().values() if r["method"] in methods and r["student"] in students
                and r["question_id"] in {q.id for q in questions}]
+    results.close()
     report.summary = summarize(records, failures=report.failures)
     write_outputs(report.summary, out_dir)
     return report

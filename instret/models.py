@@ -113,6 +113,7 @@ def make_lm(model: "str | ModelSpec", **overrides):
 
     spec = as_spec(model, **overrides)
     hide_in_logs(spec)
+    register_self_hosted(spec)
     if len(spec.endpoints) > 1 or spec.retry_backoff is not None:
         from instret.routing import endpoint_lm
 
@@ -139,6 +140,22 @@ def make_lm(model: "str | ModelSpec", **overrides):
 
 
 PLACEHOLDER_KEY = "not-needed"
+
+
+def register_self_hosted(spec: ModelSpec) -> None:
+    """Tell litellm a self-hosted model costs nothing.
+
+    For a model missing from its price map, litellm looks the price up after every call: for
+    Ollama that is an extra `/api/show` request, and every lookup raises and formats an
+    exception internally (8x slower Ollama calls on loopback). Hosted models keep their prices.
+    """
+    if not spec.endpoints or spec.backend not in ("ollama", "openai"):
+        return
+    import litellm
+
+    if spec.model not in litellm.model_cost:
+        litellm.register_model({spec.model: {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
+                                             "litellm_provider": spec.model.split("/", 1)[0], "mode": "chat"}})
 
 
 def needs_placeholder_key(spec: ModelSpec) -> bool:

@@ -22,6 +22,7 @@ from instret.questions import question_id
 from instret.store import GUIDES, QUESTIONS
 
 MODES = (GUIDES, QUESTIONS)
+EXACT_SEARCH_LIMIT = 300_000  # records; 300k × 384 float32 is 440 MiB held in memory
 
 
 class _Opened:
@@ -67,8 +68,15 @@ class _CorpusSearch(dspy.Module):
         return opened
 
     def _search(self, query: str, n: int, kind: str) -> list[tuple[str, float, dict]]:
+        """Exact search over the store's vectors held in memory; Chroma's own (approximate)
+        query only for stores too large to hold."""
         opened = self._open()
-        return opened.corpus.store.query(opened.embedder.encode([query]), n, kind=kind)[0]
+        vector = opened.embedder.encode([query])
+        index = self._lookup(f"index-{kind}", lambda corpus: corpus.store.exact_index(kind)
+                             if corpus.store.count(kind) <= EXACT_SEARCH_LIMIT else None)
+        if index is None:
+            return opened.corpus.store.query(vector, n, kind=kind)[0]
+        return index.search(vector[0], n)
 
     def _lookup(self, name: str, load):
         """A table read from the corpus once (guides by id, questions by id)."""

@@ -158,6 +158,9 @@ class _Drop(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm the body then waits ~40 ms
+    # for the client's delayed ACK on every request.
+    disable_nagle_algorithm = True
     server_version = "loopback/1"
 
     def log_message(self, *args) -> None:  # keep test output quiet
