@@ -102,9 +102,8 @@ def as_spec(model: "str | ModelSpec", **overrides) -> ModelSpec:
 def make_lm(model: "str | ModelSpec", **overrides):
     """Build a `dspy.LM` for a model string or `ModelSpec`.
 
-    Every string backend runs on DSPy's litellm engine: `engine="auto"` may route a request
-    to the native lm15 engine, which speaks Ollama only through its `/v1` OpenAI shim and
-    would ignore Ollama options such as `num_ctx`. Pinning keeps one tested path per backend.
+    The engine is pinned per backend (`engine_for`), never left to `engine="auto"`, so each
+    backend has one tested path.
     Several endpoints, or a `retry_backoff`, need instret's engine (`instret.routing`): DSPy
     waits between retries only as long as its engine's `retry_after` hint says.
     """
@@ -136,7 +135,27 @@ def make_lm(model: "str | ModelSpec", **overrides):
         kwargs["num_ctx"] = spec.num_ctx
     if needs_placeholder_key(spec):
         kwargs["api_key"] = PLACEHOLDER_KEY
-    return dspy.LM(spec.model, engine="litellm", **kwargs)
+    return dspy.LM(spec.model, engine=engine_for(spec), **kwargs)
+
+
+# Client settings DSPy's native engine takes; anything else (headers, api_version ...) is litellm's.
+_NATIVE_CLIENT_SETTINGS = {"api_key", "api_base", "timeout"}
+_CLIENT_SETTINGS = {"api_key", "api_base", "base_url", "headers", "extra_headers", "timeout", "api_version",
+                    "organization", "project", "extra_query", "custom_llm_provider"}
+
+
+def engine_for(spec: ModelSpec) -> str:
+    """The DSPy engine a spec runs on, pinned rather than left to `engine="auto"`.
+
+    OpenAI-compatible servers (vLLM, llama.cpp, LM Studio) run on DSPy's native `lm15` engine,
+    which costs a third of litellm's client CPU per call, so a 16-thread evaluation is not held
+    back by the GIL. Ollama stays on litellm: lm15 reaches it only through its `/v1` shim,
+    which ignores `num_ctx`. So do hosted providers and specs with litellm-only client settings.
+    """
+    client_settings = set(spec.extra) & _CLIENT_SETTINGS
+    if spec.backend == "openai" and spec.endpoints and client_settings <= _NATIVE_CLIENT_SETTINGS:
+        return "lm15"
+    return "litellm"
 
 
 PLACEHOLDER_KEY = "not-needed"
