@@ -64,7 +64,7 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     from instret.models import ModelSpec, as_spec, make_lm
     from instret.programs import GuideWriter
     from instret.servers import server_problem
-    from instret.teaching import sample_questions, teaching_inputs, write_guides
+    from instret.teaching import TeachingReport, sample_questions, teaching_inputs, write_guides
 
     if style not in ("concise", "detailed"):
         raise ValueError(f"style must be 'concise' or 'detailed', not {style!r}")
@@ -94,7 +94,7 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     journal = Journal(folder / JOURNAL, key="guide_id")
     missing = [c for c in clusters if c.id not in journal.read()]
     problem = server_problem(teacher) if missing and check_teacher else None
-    teaching = None
+    teaching = TeachingReport()
     if missing and problem is None:
         writer = writer or GuideWriter()
         teacher = _fit_context(teacher, writer, [teaching_inputs(samples[c.id], domain, style) for c in missing])
@@ -128,9 +128,8 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     return BuildReport(
         folder=str(folder), n_questions=len(questions), n_clusters=len(clusters), outlier_fraction=outlier_fraction,
         n_embedded=cached.n_embedded, n_embeddings_from_cache=cached.n_from_cache, clustering_reused=reused,
-        guides_written=len(teaching.written) if teaching else 0, guides_reused=len(stored) - (len(teaching.written) if teaching else 0),
-        failures=teaching.failed if teaching else {}, leaky_guides=teaching.leaky if teaching else {},
-        teacher_problem=problem, stage_seconds=seconds)
+        guides_written=len(teaching.written), guides_reused=len(stored) - len(teaching.written),
+        failures=teaching.failed, leaky_guides=teaching.leaky, teacher_problem=problem, stage_seconds=seconds)
 
 
 def _embed_questions(cached: CachedEmbedder, questions: Sequence[Question], progress: bool) -> np.ndarray:
