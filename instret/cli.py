@@ -36,14 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands")
     corpus = commands.add_parser("corpus", help="build and inspect instruction corpora").add_subparsers(title="corpus commands")
 
+    from instret.cli_data import add_data_options
+
     build = corpus.add_parser("build", help="cluster training questions and have a teacher write one guide per cluster")
     build.add_argument("--train", action="append", help="training file(s); default: the bundled 200-question GSM8K sample")
     build.add_argument("--domain", help="subject area told to the teacher, e.g. math, medicine, law")
     build.add_argument("--out", help="corpus folder (default: corpora/<name of the first train file>)")
-    build.add_argument("--format", default="auto", help="input format (default: detected from the content)")
-    build.add_argument("--field", action="append", default=[], metavar="NAME=COLUMN",
-                       help="field mapping for your own JSONL/CSV, e.g. --field text=prompt --field answer=target")
-    build.add_argument("--skip-bad-rows", action="store_true", help="skip and report malformed rows instead of stopping")
+    add_data_options(build)
     build.add_argument("--teacher", help="teacher model string, e.g. ollama_chat/qwen2.5:14b")
     build.add_argument("--teacher-api-base", help="teacher server URL")
     build.add_argument("--embedder", help="embedding model: all-MiniLM-L6-v2 (default) or a litellm string")
@@ -86,7 +85,8 @@ def _build(args) -> int:
     from instret.config import load_settings
     from instret.data import SAMPLE_GSM8K
     from instret.embedders import make_embedder
-    from instret.loaders import holdout_split, load_questions, parse_field_mapping
+    from instret.cli_data import load_data
+    from instret.loaders import holdout_split
     settings = load_settings(args.config, teacher=args.teacher, teacher_api_base=args.teacher_api_base,
                              embedder=args.embedder, embedder_api_base=args.embedder_api_base)
     train = args.train or [str(SAMPLE_GSM8K)]
@@ -94,8 +94,7 @@ def _build(args) -> int:
     if not domain:
         raise ValueError("--domain is required with --train (e.g. --domain math)")
     out = Path(args.out or Path("corpora") / (Path(train[0]).stem if args.train else "gsm8k-sample"))
-    loaded = load_questions(train, format=args.format, fields=parse_field_mapping(args.field) if args.field else None,
-                            skip_bad_rows=args.skip_bad_rows)
+    loaded = load_data(train, args)
     print(loaded.summary())
     for bad in loaded.bad_rows[:20]:
         print(f"  skipped {bad}")

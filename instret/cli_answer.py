@@ -11,6 +11,8 @@ METHOD_NAMES = ("zero_shot", "cot", "passage_rag", "generic_guide", "instruction
 
 def register(commands) -> None:
     """Add this module's subcommands to the `instret` parser."""
+    from instret.cli_data import add_data_options
+
     answer = commands.add_parser("answer", help="retrieve guides for one question and answer it with a student")
     _common(answer)
     answer.add_argument("question", help="the question text")
@@ -23,7 +25,9 @@ def register(commands) -> None:
     evaluate = commands.add_parser("eval", help="compare methods × students on a test set")
     _common(evaluate)
     evaluate.add_argument("--test", required=True, action="append", help="test file(s), any format `corpus build` reads")
-    evaluate.add_argument("--students", help="comma-separated student model strings (instead of --student)")
+    add_data_options(evaluate)
+    evaluate.add_argument("--students", help="comma-separated student model strings (instead of --student), each "
+                                             "optionally with its own server: ollama_chat/qwen2.5:3b@http://gpu1:11434")
     evaluate.add_argument("--methods", default="zero_shot,cot,instruction_retrieval",
                           help=f"comma-separated, from: {', '.join(METHOD_NAMES)}")
     evaluate.add_argument("--limit", type=int, help="evaluate the first N questions")
@@ -39,6 +43,7 @@ def register(commands) -> None:
     compile_ = commands.add_parser("compile", help="optimize an answering program for a student with a DSPy optimizer")
     _common(compile_)
     compile_.add_argument("--train", required=True, action="append", help="training questions with gold answers")
+    add_data_options(compile_)
     compile_.add_argument("--optimizer", choices=("bootstrap", "mipro", "gepa"), default="bootstrap")
     compile_.add_argument("--method", default="instruction_retrieval", choices=METHOD_NAMES)
     compile_.add_argument("--teacher", help="proposal/reflection model for MIPROv2 and GEPA")
@@ -113,11 +118,11 @@ def _answer(args) -> int:
 def _test_questions(args, corpus):
     from collections import Counter
 
+    from instret.cli_data import load_data
     from instret.evaluation import held_out_questions
-    from instret.loaders import load_questions
     from instret.scoring import kind_of
 
-    questions = load_questions(args.test).questions
+    questions = load_data(args.test, args).questions
     if args.holdout:
         questions = held_out_questions(questions, corpus)
     if args.limit:
@@ -131,14 +136,14 @@ def _test_questions(args, corpus):
 def _eval(args) -> int:
     from instret.eval_report import format_table
     from instret.evaluation import evaluate
-    from instret.models import as_spec, make_lm
+    from instret.models import make_lm
     from instret.ollama_models import ensure_models_present
 
     corpus = _open_corpus(args)
     questions, kind = _test_questions(args, corpus)
     settings = _settings(args)
-    specs = ([as_spec(s.strip(), api_base=args.student_api_base) for s in args.students.split(",")]
-             if args.students else [settings.student])
+    specs = [_student_spec(item, args.student_api_base) for item in args.students.split(",")] if args.students \
+        else [settings.student]
     problems = ensure_models_present({f"student {spec.model}": spec for spec in specs})
     if problems:  # before a long run, not at question 1
         print("\n".join(f"instret: {problem}" for problem in problems), file=sys.stderr)
@@ -163,6 +168,14 @@ def _eval(args) -> int:
     return 0
 
 
+def _student_spec(item: str, default_api_base: str | None):
+    """`MODEL` or `MODEL@API_BASE` (model strings never contain '@')."""
+    from instret.models import as_spec
+
+    model, _, api_base = item.strip().partition("@")
+    return as_spec(model, api_base=api_base or default_api_base)
+
+
 def _fit_context(spec, programs: dict, questions, sample: int = 20):
     """Ollama students get a `num_ctx` that holds the longest prompt the programs produce
     (guides + question + demos) on a sample of the questions; Ollama would cut it silently."""
@@ -178,16 +191,20 @@ def _fit_context(spec, programs: dict, questions, sample: int = 20):
 
 
 def _compile(args) -> int:
-    from instret.loaders import load_questions
-    from instret.models import make_lm
+    from instret.cli_data import load_data
+    from instret.config import DEFAULT_TEACHER
+    from instret.models import ModelSpec, make_lm
     from instret.optimize import compile_program, save_program, trainset_from
     from instret.scoring import kind_of
 
     corpus = _open_corpus(args)
-    questions = load_questions(args.train).questions[:args.limit or None]
+    questions = load_data(args.train, args).questions[:args.limit or None]
     kind = args.kind or kind_of(questions[0])
     settings = _settings(args)
-    teacher = make_lm(settings.teacher) if args.optimizer != "bootstrap" else None
+    # Only a teacher the user named (flag, environment or config) proposes or reflects; otherwise
+    # MIPROv2 proposes with the student, and GEPA asks for one.
+    named = settings.teacher != ModelSpec(DEFAULT_TEACHER)
+    teacher = make_lm(settings.teacher) if args.optimizer != "bootstrap" and named else None
     program = _program(args.method, corpus, kind, args)
     compiled = compile_program(program, trainset_from(questions), kind=kind, optimizer=args.optimizer,
                                student=make_lm(settings.student), teacher=teacher)

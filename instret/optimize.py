@@ -49,8 +49,9 @@ def answer_metric(kind: str):
     return metric
 
 
-def make_optimizer(name: str, metric, *, teacher=None, seed: int = 0, threads: int = 4):
-    """Settings only; data goes to `compile`, as in DSPy."""
+def make_optimizer(name: str, metric, *, student=None, teacher=None, seed: int = 0, threads: int = 4):
+    """Settings only; data goes to `compile`, as in DSPy. Models are passed in, never read from a
+    global `dspy.configure`: MIPROv2 proposes with `teacher` (else the student) and runs `student`."""
     import dspy
 
     if name == "bootstrap":
@@ -60,7 +61,8 @@ def make_optimizer(name: str, metric, *, teacher=None, seed: int = 0, threads: i
             import optuna  # noqa: F401  (MIPROv2 searches with it)
         except ImportError:
             raise ImportError("MIPROv2 needs optuna: pip install 'instret[optimize]'") from None
-        return dspy.MIPROv2(metric=metric, auto="light", prompt_model=teacher, seed=seed, num_threads=threads)
+        return dspy.MIPROv2(metric=metric, auto="light", prompt_model=teacher or student, task_model=student,
+                            seed=seed, num_threads=threads)
     if name == "gepa":
         if teacher is None:
             raise ValueError("GEPA reflects with a stronger model: pass a teacher (--teacher)")
@@ -73,7 +75,8 @@ def compile_program(program, trainset, *, kind: str, optimizer: str = "bootstrap
     """Optimize `program` for `student` (a dspy.LM) on `trainset`; returns the compiled copy."""
     import dspy
 
-    tuner = make_optimizer(optimizer, answer_metric(kind), teacher=teacher, seed=seed, threads=threads)
+    tuner = make_optimizer(optimizer, answer_metric(kind), student=student, teacher=teacher, seed=seed,
+                           threads=threads)
     with dspy.context(lm=student):
         if optimizer == "bootstrap":
             return tuner.compile(program, trainset=trainset)

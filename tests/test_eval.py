@@ -120,3 +120,39 @@ def test_compile_save_load_with_another_student(corpus, student, tmp_path):
                      "--no-progress"]) == 0
         prompts = [r.body["messages"] for r in other.requests_for("/v1/chat/completions")]
     assert prompts and all(len(messages) > 2 for messages in prompts)  # the loaded demos reach the new student
+
+
+def test_answer_prints_the_retrieved_guides_and_the_answer(corpus, student, capsys):
+    question = TEST_QUESTIONS[0]
+    assert main(["answer", "--corpus", str(corpus), "--student", "ollama_chat/student", "--student-api-base",
+                 student.url, "--mode", "questions", question.text]) == 0
+    printed = capsys.readouterr().out
+    assert "Retrieved guides:" in printed and "Solving problems like" in printed
+    assert f"Answer: {float(question.answer)}" in printed and "Reasoning (ollama_chat/student)" in printed
+    prompt = student.requests_for("/api/chat")[-1].body["messages"][-1]["content"]
+    assert "### Guide 1: Solving problems like" in prompt
+
+
+def test_several_students_each_get_a_row(corpus, student, tmp_path):
+    with LoopbackServer(models=("other",), responder=answers(answer=0.0)) as other:
+        assert main(["eval", "--corpus", str(corpus), "--test", str(TEST_FILE), "--limit", "4", "--methods",
+                     "zero_shot,cot", "--students", f"ollama_chat/student@{student.url},openai/other@{other.url}/v1",
+                     "--out", str(tmp_path), "--no-progress"]) == 0
+        asked_other = len(other.requests_for("/v1/chat/completions"))
+    rows = {(r["method"], r["student"]): r for r in json.loads((tmp_path / "summary.json").read_text())}
+    assert set(rows) == {(m, s) for m in ("zero_shot", "cot") for s in ("ollama_chat/student", "openai/other")}
+    assert rows[("cot", "ollama_chat/student")]["accuracy"] == 0.5 and rows[("cot", "openai/other")]["accuracy"] == 0
+    assert asked_other == 2 * 4 and len(student.requests_for("/api/chat")) == 2 * 4
+
+
+@pytest.mark.parametrize("optimizer", ["mipro", "gepa"])
+def test_compile_with_mipro_and_gepa(corpus, student, tmp_path, optimizer, capsys):
+    common = ["compile", "--corpus", str(corpus), "--student", "ollama_chat/student", "--student-api-base",
+              student.url, "--train", str(TEST_FILE), "--optimizer", optimizer, "--method", "cot",
+              "-o", str(tmp_path / "compiled.json")]
+    if optimizer == "gepa":  # GEPA reflects with a stronger model, and says so when there is none
+        assert main(common) == 2 and "GEPA reflects with a stronger model" in capsys.readouterr().err
+        common += ["--teacher", "ollama_chat/student", "--teacher-api-base", student.url]
+    assert main(common) == 0
+    state = json.loads((tmp_path / "compiled.json").read_text())
+    assert "answer.predict" in state and student.url not in (tmp_path / "compiled.json").read_text()
