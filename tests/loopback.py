@@ -227,7 +227,9 @@ class _Handler(BaseHTTPRequestHandler):
             model = str(body.get("model") or body.get("name") or "")
             if path.startswith("/v1/models/"):
                 path, model = "/v1/models/{id}", path[len("/v1/models/"):]
-            fault = self.owner._record(Recorded(method, self.path, model, body, dict(self.headers)))
+            # HTTP header names are case-insensitive, and clients differ (openai>=3.57 sends
+            # `authorization`): keep the parsed message, whose lookups ignore case.
+            fault = self.owner._record(Recorded(method, self.path, model, body, self.headers))
             if path in INFERENCE_PATHS:
                 self.owner._sleep(self.owner.latency)
             if self._pre_fault(fault):

@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Mapping
 
 __all__ = ["FAULT_KINDS", "MALFORMED_TEXT", "ChatRequest", "DSPyResponder", "Recorded", "answers", "chat_reply",
            "check_fault", "count_tokens", "digest", "dspy_responder", "embedding", "http_status", "tagged",
@@ -104,7 +105,7 @@ class Recorded:
     path: str
     model: str
     body: dict
-    headers: dict = field(default_factory=dict, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # case-insensitive lookups
     time: float = field(default_factory=time.time)
 
     @property
