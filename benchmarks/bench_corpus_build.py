@@ -73,7 +73,7 @@ def embedding_throughput(embedder, texts: list[str], rounds: int, scratch: Path)
     """
     import numpy as np
 
-    from instret.embedders import CachedEmbedder, EmbeddingCache
+    from instret.corpus.embedders import CachedEmbedder, EmbeddingCache
 
     model, batch_size = embedder.model, embedder.batch_size
 
@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from scripted import guide_response, scripted_lm
 
-    from instret.build import build_corpus
-    from instret.embedders import make_embedder
-    from instret.loaders import load_questions
+    from instret.teaching.build import build_corpus
+    from instret.corpus.embedders import make_embedder
+    from instret.data.loaders import load_questions
 
     clock = time.perf_counter()
     questions = load_questions(args.train).questions

@@ -45,7 +45,7 @@ MODEL = "m"
 
 def synthetic_questions(n: int, start: int = 0):
     """Numeric word problems, each with a distinct text (and so a distinct question id)."""
-    from instret.questions import Question
+    from instret.data.questions import Question
 
     questions = []
     for i in range(start, start + n):
@@ -137,7 +137,7 @@ def timed_journal_appends(skip_fsync: bool = False):
     `skip_fsync` replaces the journal module's `os` with one whose fsync does nothing: a
     diagnostic of what fsync costs, never a setting to run an evaluation with.
     """
-    import instret.journal as journal
+    import instret.data.files as journal
 
     durations: list[tuple[float, float]] = []
     original_append, original_os = journal.Journal.append, journal.os
@@ -170,8 +170,8 @@ def timed_journal_appends(skip_fsync: bool = False):
 
 def run_evaluation(url: str, questions, threads: int, latency: float, timeline: LMTimeline, scratch: Path,
                    label: str, skip_fsync: bool = False, server=None) -> dict:
-    from instret.evaluation import evaluate
-    from instret.models import ModelSpec, make_lm
+    from instret.evaluation.run import evaluate
+    from instret.lm.models import ModelSpec, make_lm
     from programs.answering import make_program
 
     student = make_lm(ModelSpec(f"openai/{MODEL}", api_base=url + "/v1", extra={"cache": False, "num_retries": 0}))
@@ -212,9 +212,9 @@ def profile_one_question(url: str, questions, rounds: int) -> dict:
 
     import dspy
 
-    from instret.models import ModelSpec, make_lm
-    from instret.recovery import answer_with_recovery
-    from instret.scoring import score_answer
+    from instret.lm.models import ModelSpec, make_lm
+    from instret.lm.recovery import answer_with_recovery
+    from instret.data.scoring import score_answer
     from programs.answering import make_program
 
     student = make_lm(ModelSpec(f"openai/{MODEL}", api_base=url + "/v1", extra={"cache": False, "num_retries": 0}))
@@ -258,7 +258,7 @@ def package_of(filename: str, function: str) -> str:
 
 def fsync_append_cost(scratch: Path, appends: int) -> float:
     """Mean seconds of one uncontended `Journal.append` (open, write, flush, fsync) on this disk."""
-    from instret.journal import Journal
+    from instret.data.files import Journal
 
     journal = Journal(Path(tempfile.mkdtemp(dir=scratch)) / "results.jsonl", key="key")
     clock = time.perf_counter()

@@ -14,7 +14,7 @@ so the number of faults that retries cannot cure is known before the run:
 - HTTP 500 / timeout: cured by DSPy's retries (`num_retries`, `retry_backoff` from the spec),
   else the item is recorded as failed (`failed_server_error`, `failed_timeout`);
 - malformed: cured by DSPy's JSON-adapter fallback, else by instret's lenient extractor or
-  format retry (`instret.recovery`), else the item is a parse failure (`recovered_failed`).
+  format retry (`instret.lm.recovery`), else the item is a parse failure (`recovered_failed`).
 
 It prints what was injected, what the evaluation reported (its summary, not this script's
 bookkeeping), and the throughput of the faulty run as a ratio to a fault-free run of the
@@ -112,9 +112,9 @@ def run_eval(questions, plan: FaultPlan | None, args, out_dir: Path) -> dict:
     import dspy
     from loopback import LoopbackServer
 
-    from instret.evaluation import RESULTS, evaluate
-    from instret.journal import Journal
-    from instret.models import ModelSpec, make_lm
+    from instret.evaluation.run import RESULTS, evaluate
+    from instret.data.files import Journal
+    from instret.lm.models import ModelSpec, make_lm
 
     from instret.programs import ChainOfThoughtQA
 
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from instret import _env  # noqa: F401
-    from instret.questions import Question
+    from instret.data.questions import Question
 
     questions = [Question(text=f"Q{i:04d}: what is {i} + 17?", answer=str(i + 17), source="bench", line=i)
                  for i in range(args.questions)]

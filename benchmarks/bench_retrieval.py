@@ -61,8 +61,8 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def synthetic_guides(n: int, vectors: np.ndarray):
-    from instret.guides import Guide
-    from instret.store import StoredGuide
+    from instret.corpus.guides import Guide
+    from instret.corpus.store import StoredGuide
 
     topics = ("unit rates", "percent change", "ratios", "time and distance", "area and perimeter", "averages",
               "simple interest", "fractions of a whole", "work rates", "ages")
@@ -85,9 +85,9 @@ def synthetic_guides(n: int, vectors: np.ndarray):
 
 def synthetic_corpus(folder: Path, n: int, rng: np.random.Generator):
     """A corpus of n synthetic guides; returns it, the normalized matrix, and the insert seconds."""
-    from instret.corpus import Corpus
-    from instret.manifest import Manifest
-    from instret.store import GuideStore
+    from instret.corpus.corpus import Corpus
+    from instret.corpus.manifest import Manifest
+    from instret.corpus.store import GuideStore
 
     vectors = unit_rows(rng.standard_normal((n, DIMENSION), dtype=np.float32))
     guides = synthetic_guides(n, vectors)
@@ -116,7 +116,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure_size(n: int, args, embedder, texts: list[str], scratch: Path) -> dict:
-    from instret.retrieval import GuideRetriever
+    from instret.corpus.retrieval import GuideRetriever
 
     rng = np.random.default_rng(args.seed + n)
     folder = scratch / f"guides-{n}"
@@ -213,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from instret import _env  # noqa: F401  (offline, no telemetry)
     from instret.data import SAMPLE_GSM8K
-    from instret.embedders import make_embedder
-    from instret.loaders import load_questions
+    from instret.corpus.embedders import make_embedder
+    from instret.data.loaders import load_questions
 
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     embedder = make_embedder()

@@ -19,11 +19,10 @@ from typing import Sequence
 
 import dspy
 
-from instret.guides import Guide
-from instret.questions import Question
-from instret.retrieval import GuideRetriever, PassageRetriever
+from instret.corpus.guides import Guide
+from instret.data.questions import MAX_SOLUTION_CHARS, Question
+from instret.corpus.retrieval import GuideRetriever, PassageRetriever
 from instret.signatures.answering import answer_signature
-from instret.teaching import MAX_SOLUTION_CHARS
 
 NO_REFERENCE = "(no reference material matched this question: solve it on your own)"
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 import dspy
 
-from instret.scoring import CHOICE, EXPRESSION, KINDS, NUMERIC, kind_of  # noqa: F401  (kind_of: picks `kind`)
+from instret.data.scoring import CHOICE, EXPRESSION, KINDS, NUMERIC, kind_of  # noqa: F401  (kind_of: picks `kind`)
 
 GUIDES_DESC = ("reference material: guides or solved examples for similar questions; use what applies, "
                "ignore what does not")

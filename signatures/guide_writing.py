@@ -4,7 +4,7 @@ from typing import Literal
 
 import dspy
 
-from instret.guides import Guide
+from instret.corpus.guides import Guide
 
 
 class WriteClusterGuide(dspy.Signature):

@@ -10,7 +10,7 @@ from scripted import guide_response, scripted_lm  # noqa: E402
 
 from instret import build_corpus  # noqa: E402
 from instret.data import SAMPLE_GSM8K  # noqa: E402
-from instret.loaders import load_questions  # noqa: E402
+from instret.data.loaders import load_questions  # noqa: E402
 
 
 def slow_guide(system, user):

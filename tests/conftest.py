@@ -17,7 +17,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def sample_questions():
     """The 200 real GSM8K questions the package ships as its sample."""
     from instret.data import SAMPLE_GSM8K
-    from instret.loaders import load_questions
+    from instret.data.loaders import load_questions
 
     return load_questions(str(SAMPLE_GSM8K)).questions
 
@@ -25,7 +25,7 @@ def sample_questions():
 @pytest.fixture(scope="session")
 def embedder():
     """The real default embedder, loaded once for the whole session."""
-    from instret.embedders import make_embedder
+    from instret.corpus.embedders import make_embedder
 
     return make_embedder()
 

@@ -17,12 +17,12 @@ import pytest
 from scripted import scripted_lm
 
 from instret import CachedEmbedder, Corpus, EmbedderMismatchError, EmbeddingCache, build_corpus, make_lm
-from instret.build import EMBEDDINGS
+from instret.teaching.build import EMBEDDINGS
 from instret.programs.answering import (GENERIC_GUIDE, METHODS, NO_REFERENCE, ChainOfThoughtQA, InstructionRetrievalQA,
                                         ZeroShotQA, make_program)
-from instret.questions import normalize_text
-from instret.retrieval import GuideRetriever, PassageRetriever, vote_for_guides
-from instret.scoring import score
+from instret.data.questions import normalize_text
+from instret.corpus.retrieval import GuideRetriever, PassageRetriever, vote_for_guides
+from instret.data.scoring import score
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from conftest import free_port
 from scripted import guide_response, scripted_lm
 
 from instret import Corpus, Manifest, build_corpus
-from instret.build import CHROMA
+from instret.corpus.manifest import CHROMA
 from instret.data import SAMPLE_GSM8K
 
 pytestmark = pytest.mark.slow

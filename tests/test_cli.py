@@ -1,4 +1,4 @@
-"""`instret corpus build|show|map`, in-process through `instret.cli.main` and as the installed script.
+"""`instret corpus build|show|map`, in-process through `instret.cli.main.main` and as the installed script.
 
 Builds use the real embedder, UMAP, HDBSCAN and Chroma. The teacher is either an Ollama URL
 nobody listens on (the build must stop with exit 3 and say which server to start) or the
@@ -19,10 +19,10 @@ from conftest import free_port
 from scripted import guide_response, scripted_lm
 
 from instret import Corpus, Manifest, build_corpus
-from instret.build import CHROMA, CLUSTERING, EMBEDDINGS, QUESTIONS_FILE
-from instret.cli import EXIT_INCOMPLETE, main
+from instret.corpus.manifest import CHROMA, CLUSTERING, EMBEDDINGS, QUESTIONS_FILE
+from instret.cli.main import EXIT_INCOMPLETE, main
 from instret.data import SAMPLE_GSM8K
-from instret.manifest import MANIFEST
+from instret.corpus.manifest import MANIFEST
 
 INSTRET = Path(sys.executable).with_name("instret")
 TEACHER = "ollama_chat/qwen2.5:14b"
@@ -104,7 +104,7 @@ def test_help_as_installed_script_loads_no_heavy_library():
     result = subprocess.run([str(INSTRET), "--help"], env=_clean_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "usage: instret" in result.stdout and "corpus" in result.stdout
-    probe = ("import sys\nfrom instret.cli import main\ntry:\n    main(['corpus', 'build', '--help'])\n"
+    probe = ("import sys\nfrom instret.cli.main import main\ntry:\n    main(['corpus', 'build', '--help'])\n"
              "except SystemExit:\n    pass\n"
              "print(sorted(m for m in ('dspy', 'litellm', 'chromadb', 'torch', 'umap') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], env=_clean_env(), capture_output=True, text=True,

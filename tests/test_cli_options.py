@@ -8,7 +8,7 @@ import pytest
 from loopback import LoopbackServer, answers
 
 from instret import Manifest
-from instret.cli import main
+from instret.cli.main import main
 from instret.data import SAMPLE_GSM8K
 
 pytestmark = pytest.mark.slow

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import instret._env  # noqa: F401  (before litellm: no network at import)
-from instret.build import _public_teacher
-from instret.cli import main
-from instret.config import DEFAULT_EMBEDDER, DEFAULT_STUDENT, DEFAULT_TEACHER, ROLES, ConfigError, load_settings
-from instret.manifest import MANIFEST, Manifest
-from instret.models import DEFAULT_OLLAMA_BASE, ModelSpec, backend_of, make_lm
+from instret.teaching.build import _public_teacher
+from instret.cli.main import main
+from instret.lm.config import DEFAULT_EMBEDDER, DEFAULT_STUDENT, DEFAULT_TEACHER, ROLES, ConfigError, load_settings
+from instret.corpus.manifest import MANIFEST, Manifest
+from instret.lm.models import DEFAULT_OLLAMA_BASE, ModelSpec, backend_of, make_lm
 
 SECRET = "sk-PLANTED-SECRET"
 

@@ -13,9 +13,9 @@ import pytest
 from loopback import LoopbackServer, answers
 
 import dspy
-from instret.context import (CHARS_PER_TOKEN, MIN_NUM_CTX, ContextWarning, estimate_tokens, fit_num_ctx,
+from instret.lm.context import (CHARS_PER_TOKEN, MIN_NUM_CTX, ContextWarning, estimate_tokens, fit_num_ctx,
                              plan_num_ctx, program_prompts)
-from instret.models import ModelSpec, make_lm
+from instret.lm.models import ModelSpec, make_lm
 
 GUIDE = "Step: read the question, list the quantities, relate them, compute, check the units. " * 20
 
@@ -94,7 +94,7 @@ def test_prompt_larger_than_the_model_warns_and_caps(server, caplog):
     prompts = program_prompts(with_demos(GuidedQA(), 12), INPUTS)
     assert max(map(estimate_tokens, prompts)) + 512 > 4096
 
-    with caplog.at_level(logging.WARNING, logger="instret.context"), pytest.warns(ContextWarning, match="cut them"):
+    with caplog.at_level(logging.WARNING, logger="instret.lm.context"), pytest.warns(ContextWarning, match="cut them"):
         spec = fit_num_ctx(spec_for(server), prompts, max_tokens=512)
     assert spec.num_ctx == 4096  # never more than the model's trained window
     assert "context window is 4096" in caplog.text

@@ -13,8 +13,8 @@ import pytest
 from scripted import guide_response, scripted_lm
 
 from instret import Corpus, CorpusBuilder, EmbedderMismatchError, Manifest, build_corpus
-from instret.build import JOURNAL
-from instret.clustering import GENERAL
+from instret.teaching.build import JOURNAL
+from instret.corpus.clustering import GENERAL
 from instret.data import SAMPLE_GSM8K
 
 pytestmark = pytest.mark.slow

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from loopback import LoopbackServer
 
-from instret.embedders import (CachedEmbedder, EmbeddingCache, LiteLLMEmbedder, SentenceTransformerEmbedder,
+from instret.corpus.embedders import (CachedEmbedder, EmbeddingCache, LiteLLMEmbedder, SentenceTransformerEmbedder,
                                make_embedder)
-from instret.models import ModelSpec
+from instret.lm.models import ModelSpec
 
 
 def test_default_embedder_is_offline_minilm(embedder):
@@ -64,7 +64,7 @@ def test_cache_keys_include_the_embedder(tmp_path):
 
 
 def test_umap_compiles_into_a_persistent_cache(tmp_path, monkeypatch):
-    from instret._numba import import_umap
+    from instret.corpus._numba import import_umap
 
     umap = import_umap()
     dispatcher = umap.umap_.smooth_knn_dist  # a jitted function umap itself does not cache

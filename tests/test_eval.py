@@ -9,9 +9,9 @@ from loopback import LoopbackServer, answers
 from scripted import guide_response, scripted_lm
 
 from instret import build_corpus
-from instret.cli import main
+from instret.cli.main import main
 from instret.data import SAMPLE_GSM8K
-from instret.loaders import load_questions
+from instret.data.loaders import load_questions
 
 pytestmark = pytest.mark.slow
 TEST_FILE = FIXTURES / "data" / "gsm8k_test.jsonl"

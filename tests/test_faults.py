@@ -17,9 +17,9 @@ from loopback import LoopbackServer, answers
 
 import dspy
 from instret.programs import ChainOfThoughtQA
-from instret.evaluation import FAILURES, RESULTS, evaluate
-from instret.models import ModelSpec, make_lm
-from instret.questions import Question
+from instret.evaluation.run import FAILURES, RESULTS, evaluate
+from instret.lm.models import ModelSpec, make_lm
+from instret.data.questions import Question
 
 BACKENDS = {"ollama_chat": ("", "/api/chat"), "openai": ("/v1", "/v1/chat/completions")}
 N = 20

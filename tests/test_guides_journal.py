@@ -2,9 +2,9 @@
 
 import json
 
-from instret.guides import Guide, find_leaks, guide_quality
-from instret.journal import Journal
-from instret.questions import Question
+from instret.corpus.guides import Guide, find_leaks, guide_quality
+from instret.data.files import Journal
+from instret.data.questions import Question
 
 
 def make_guide(**overrides):

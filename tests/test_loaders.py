@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from instret.loaders import (
+from instret.data.loaders import (
     FORMATS, BadRowError, LoadReport, detect_format, holdout_split, last_boxed, load_questions,
     parse_field_mapping,
 )
-from instret.questions import Question
+from instret.data.questions import Question
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 

@@ -25,8 +25,8 @@ import pydantic  # noqa: E402
 from dspy.utils import exceptions as dspy_errors  # noqa: E402
 from loopback import LoopbackServer, answers, chat_reply  # noqa: E402
 
-from instret.evaluation import failure_kind
-from instret.models import ModelSpec, make_lm  # noqa: E402
+from instret.evaluation.run import failure_kind
+from instret.lm.models import ModelSpec, make_lm  # noqa: E402
 
 FAST = {"num_retries": 0, "cache": False}
 BACKENDS = ["ollama_chat", "openai"]

@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import free_port  # noqa: E402
 from loopback import LoopbackServer  # noqa: E402
 
-from instret.cli import main  # noqa: E402
-from instret.models import ModelSpec  # noqa: E402
-from instret.ollama_models import (OllamaUnavailable, ensure_models_present, list_models, pull_model,  # noqa: E402
+from instret.cli.main import main  # noqa: E402
+from instret.lm.models import ModelSpec  # noqa: E402
+from instret.lm.ollama_models import (OllamaUnavailable, ensure_models_present, list_models, pull_model,  # noqa: E402
                                    show_model)
 
 
@@ -124,8 +124,8 @@ def test_ensure_models_present_names_the_pull_command(server):
 
 
 def test_server_problem_for_a_dspy_lm_uses_the_same_check(server):
-    from instret.models import make_lm
-    from instret.servers import server_problem
+    from instret.lm.models import make_lm
+    from instret.lm.ollama_models import server_problem
 
     assert server_problem(make_lm(ModelSpec("ollama_chat/m", api_base=server.url))) is None
     problem = server_problem(make_lm(ModelSpec("ollama_chat/absent", api_base=server.url)))
@@ -179,7 +179,7 @@ def test_doctor_with_a_model_missing_from_a_config_file(server, doctor_env, monk
 
 
 def test_help_stays_fast_and_light():
-    probe = ("import sys, time; t = time.perf_counter(); from instret.cli import main\n"
+    probe = ("import sys, time; t = time.perf_counter(); from instret.cli.main import main\n"
              "for argv in (['--help'], ['doctor', '--help'], ['models', 'pull', '--help']):\n"
              "    try: main(argv)\n"
              "    except SystemExit: pass\n"

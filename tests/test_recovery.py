@@ -1,7 +1,7 @@
 """Small-model outputs that break the format, answered over real HTTP by `tests/loopback.py`.
 
 Each question gets one misbehaviour from the responder; the evaluation must record the path
-that recovered its answer (`instret.recovery`), count the paths per model in the summary, and
+that recovered its answer (`instret.lm.recovery`), count the paths per model in the summary, and
 finish the batch whatever the outputs were.
 """
 
@@ -16,10 +16,10 @@ from loopback import LoopbackServer, chat_reply
 
 import dspy
 from instret.programs import ChainOfThoughtQA
-from instret.evaluation import FAILURES, RESULTS, evaluate
-from instret.models import ModelSpec, make_lm
-from instret.questions import Question
-from instret.recovery import FORMAT_REMINDER, answer_with_recovery
+from instret.evaluation.run import FAILURES, RESULTS, evaluate
+from instret.lm.models import ModelSpec, make_lm
+from instret.data.questions import Question
+from instret.lm.recovery import FORMAT_REMINDER, answer_with_recovery
 
 
 def asks_json(request) -> bool:

@@ -12,8 +12,8 @@ import pytest
 from loopback import LoopbackServer, answers
 
 import dspy
-from instret.models import ModelSpec, make_lm
-from instret.routing import EndpointEngine
+from instret.lm.models import ModelSpec, make_lm
+from instret.lm.routing import EndpointEngine
 
 CHAT = {"ollama_chat": "/api/chat", "openai": "/v1/chat/completions"}
 SUFFIX = {"ollama_chat": "", "openai": "/v1"}
@@ -103,7 +103,7 @@ def test_spec_backoff_doubles_between_dspy_retries(pair):
 def test_retry_waits_are_capped(monkeypatch):
     from dspy import lm15
 
-    monkeypatch.setattr("instret.routing.MAX_RETRY_WAIT", 2.0)
+    monkeypatch.setattr("instret.lm.routing.MAX_RETRY_WAIT", 2.0)
     engine = EndpointEngine([{"model": "ollama_chat/m"}], retry_backoff=0.5)
     request, waits = object(), []
     for _ in range(5):

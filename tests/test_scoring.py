@@ -2,8 +2,8 @@
 
 import pytest
 
-from instret.questions import Question
-from instret.scoring import (ScoredAnswer, canonical_answer, extract_answer, normalize_math, recover_answer, score,
+from instret.data.questions import Question
+from instret.data.scoring import (ScoredAnswer, canonical_answer, extract_answer, normalize_math, recover_answer, score,
                              score_answer)
 from instret.signatures.answering import answer_signature, kind_of
 

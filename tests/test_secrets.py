@@ -16,14 +16,14 @@ from loopback import LoopbackServer
 
 import dspy
 from instret.programs import ChainOfThoughtQA
-from instret.build import build_corpus
-from instret.clustering import CorpusBuilder, NoReduction
-from instret.embedders import make_embedder
-from instret.evaluation import evaluate
-from instret.manifest import Manifest
-from instret.models import ModelSpec, make_lm
-from instret.optimize import save_program
-from instret.questions import Question
+from instret.teaching.build import build_corpus
+from instret.corpus.clustering import CorpusBuilder, NoReduction
+from instret.corpus.embedders import make_embedder
+from instret.evaluation.run import evaluate
+from instret.corpus.manifest import Manifest
+from instret.lm.models import ModelSpec, make_lm
+from instret.training.optimize import save_program
+from instret.data.questions import Question
 
 SECRET = "sk-PLANTED-SECRET-123"
 LOGGERS = ("", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "dspy", "instret", "httpx", "httpcore", "openai")
@@ -101,7 +101,7 @@ def test_planted_key_is_sent_but_never_written(tmp_path, servers, monkeypatch, d
     assert leaking == []
     captured = capsys.readouterr()
     # Older openai SDKs log request options (`extra_headers` included) at DEBUG, newer ones do not:
-    # whatever the installed version logs, instret.models.hide_in_logs redacts it on that logger.
+    # whatever the installed version logs, instret.lm.models.hide_in_logs redacts it on that logger.
     logging.getLogger("openai._base_client").debug("Request options: %s", {"extra_headers": {"X-Api-Key": SECRET}})
     logged = everything_logged.text + "".join(str(record.__dict__) for record in everything_logged.records)
     assert any(r.name == "openai._base_client" and "***" in r.getMessage() for r in everything_logged.records)

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from instret import store as store_module
-from instret.guides import Guide
-from instret.store import ExactIndex, GuideStore, StoredGuide
+from instret.corpus import store as store_module
+from instret.corpus.guides import Guide
+from instret.corpus.store import ExactIndex, GuideStore, StoredGuide
 
 
 def unit_vectors(n, dim=16, seed=0):

@@ -1,0 +1,1 @@
+"""The `instret` command line: argument parsing only, calling the folders below it."""

@@ -1,0 +1,216 @@
+"""`instret answer`, `instret eval`, `instret compile`. Heavy imports stay inside the command functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+METHOD_NAMES = ("zero_shot", "cot", "passage_rag", "generic_guide", "instruction_retrieval")
+
+
+def register(commands) -> None:
+    """Add this module's subcommands to the `instret` parser."""
+    from instret.cli.inputs import add_data_options
+
+    answer = commands.add_parser("answer", help="retrieve guides for one question and answer it with a student")
+    _common(answer)
+    answer.add_argument("question", help="the question text")
+    answer.add_argument("--option", action="append", default=[], metavar="LETTER=TEXT",
+                        help="a multiple-choice option, repeated: --option 'A=Aspirin' --option 'B=...'")
+    answer.add_argument("--method", default="instruction_retrieval", choices=METHOD_NAMES)
+    answer.add_argument("--program", help="compiled program JSON to load (from `instret compile`)")
+    answer.set_defaults(run=_answer)
+
+    evaluate = commands.add_parser("eval", help="compare methods × students on a test set")
+    _common(evaluate)
+    evaluate.add_argument("--test", required=True, action="append", help="test file(s), any format `corpus build` reads")
+    add_data_options(evaluate)
+    evaluate.add_argument("--students", help="comma-separated student model strings (instead of --student), each "
+                                             "optionally with its own server: ollama_chat/qwen2.5:3b@http://gpu1:11434")
+    evaluate.add_argument("--methods", default="zero_shot,cot,instruction_retrieval",
+                          help=f"comma-separated, from: {', '.join(METHOD_NAMES)}")
+    evaluate.add_argument("--limit", type=int, help="evaluate the first N questions")
+    evaluate.add_argument("--holdout", action="store_true",
+                          help="use only the questions the corpus recorded as held out (MMLU law)")
+    evaluate.add_argument("--program", action="append", default=[], metavar="METHOD=FILE",
+                          help="load a compiled program for a method, e.g. instruction_retrieval=compiled.json")
+    evaluate.add_argument("--threads", type=int, default=16)
+    evaluate.add_argument("--out", help="results folder (default: runs/<corpus name>-<test file name>)")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(run=_eval)
+
+    compile_ = commands.add_parser("compile", help="optimize an answering program for a student with a DSPy optimizer")
+    _common(compile_)
+    compile_.add_argument("--train", required=True, action="append", help="training questions with gold answers")
+    add_data_options(compile_)
+    compile_.add_argument("--optimizer", choices=("bootstrap", "mipro", "gepa"), default="bootstrap")
+    compile_.add_argument("--method", default="instruction_retrieval", choices=METHOD_NAMES)
+    compile_.add_argument("--teacher", help="proposal/reflection model for MIPROv2 and GEPA")
+    compile_.add_argument("--teacher-api-base")
+    compile_.add_argument("--limit", type=int, help="use the first N training questions")
+    compile_.add_argument("-o", "--output", help="program JSON (default: <corpus>/compiled/<method>--<student>.json)")
+    compile_.set_defaults(run=_compile)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", help="corpus folder (needed by passage_rag and instruction_retrieval)")
+    parser.add_argument("--student", help="student model string, e.g. ollama_chat/qwen2.5:3b")
+    parser.add_argument("--student-api-base", help="student server URL")
+    parser.add_argument("--kind", choices=("numeric", "expression", "choice"),
+                        help="answer kind (default: from the data, else the corpus domain)")
+    parser.add_argument("--k", type=int, default=2, help="guides (or passages) to retrieve")
+    parser.add_argument("--mode", choices=("guides", "questions"), default="guides",
+                        help="match the question against guide texts, or against each guide's member questions")
+    parser.add_argument("--min-similarity", type=float, default=0.2,
+                        help="cosine similarity under which no guide is given (default 0.2)")
+
+
+def _settings(args):
+    from instret.lm.config import load_settings
+
+    return load_settings(getattr(args, "config", None), student=args.student, student_api_base=args.student_api_base,
+                         teacher=getattr(args, "teacher", None), teacher_api_base=getattr(args, "teacher_api_base", None))
+
+
+def _open_corpus(args):
+    from instret.corpus.corpus import Corpus
+
+    return Corpus.open(args.corpus) if args.corpus else None
+
+
+def _program(method: str, corpus, kind: str, args, compiled: str | None = None):
+    from instret.programs.answering import make_program
+
+    program = make_program(method, corpus, kind, k=args.k, mode=args.mode, min_similarity=args.min_similarity)
+    if compiled:
+        program.load(compiled)
+    return program
+
+
+def _answer(args) -> int:
+    import dspy
+
+    from instret.lm.models import make_lm
+    from instret.data.scoring import kind_of
+
+    corpus = _open_corpus(args)
+    options = dict(item.split("=", 1) for item in args.option) if args.option else None
+    kind = args.kind or ("choice" if options else kind_of(corpus.manifest.domain) if corpus else "numeric")
+    settings = _settings(args)
+    program = _program(args.method, corpus, kind, args, args.program)
+    with dspy.context(lm=make_lm(settings.student)):
+        prediction = program(question=args.question, options=options)
+    ids = list(prediction.get("reference_ids") or [])
+    if ids:
+        titles = {g.id: g.guide.title for g in corpus.guides()} if corpus else {}
+        print("Retrieved guides:")
+        for guide_id, score in zip(ids, prediction.get("reference_scores") or []):
+            print(f"  {score:.3f}  {titles.get(guide_id, guide_id)}")
+    elif args.method == "instruction_retrieval":
+        print("No guide was similar enough; the student answered on its own.")
+    if prediction.get("reasoning"):
+        print(f"\nReasoning ({settings.student.model}):\n{prediction.reasoning}")
+    print(f"\nAnswer: {prediction.answer}")
+    return 0
+
+
+def _test_questions(args, corpus):
+    from collections import Counter
+
+    from instret.cli.inputs import load_data
+    from instret.evaluation.run import held_out_questions
+    from instret.data.scoring import kind_of
+
+    questions = load_data(args.test, args).questions
+    if args.holdout:
+        questions = held_out_questions(questions, corpus)
+    if args.limit:
+        questions = questions[:args.limit]
+    if not questions:
+        raise ValueError("no test questions left to evaluate")
+    kind = args.kind or Counter(kind_of(q) for q in questions).most_common(1)[0][0]
+    return questions, kind
+
+
+def _eval(args) -> int:
+    from instret.evaluation.report import format_table
+    from instret.evaluation.run import evaluate
+    from instret.lm.models import make_lm
+    from instret.lm.ollama_models import ensure_models_present
+
+    corpus = _open_corpus(args)
+    questions, kind = _test_questions(args, corpus)
+    settings = _settings(args)
+    specs = [_student_spec(item, args.student_api_base) for item in args.students.split(",")] if args.students \
+        else [settings.student]
+    problems = ensure_models_present({f"student {spec.model}": spec for spec in specs})
+    if problems:  # before a long run, not at question 1
+        print("\n".join(f"instret: {problem}" for problem in problems), file=sys.stderr)
+        return 1
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    compiled = dict(item.split("=", 1) for item in args.program)
+    programs = {m: _program(m, corpus, kind, args, compiled.get(m)) for m in methods}
+    specs = [_fit_context(spec, programs, questions) for spec in specs]
+    name = Path(args.corpus).name if args.corpus else "no-corpus"
+    out = Path(args.out or Path("runs") / f"{name}-{Path(args.test[0]).stem}")
+    report = evaluate(questions, methods=programs, students={spec.model: make_lm(spec) for spec in specs},
+                      kind=kind, out_dir=out, threads=args.threads, corpus=corpus, progress=not args.no_progress)
+    print(f"{len(questions)} questions ({kind}); {report.answered_now} answers now, "
+          f"{report.answered_before} from an earlier run\n")
+    print(format_table(report.summary))
+    print(f"\nEvery answer: {out / 'results.jsonl'}; summary: {out / 'summary.json'}, {out / 'summary.csv'}, "
+          f"{out / 'accuracy.png'}")
+    if report.failures:
+        print(f"{sum(report.failures.values())} items failed; rerun the same command to ask them again.",
+              file=sys.stderr)
+        return 3
+    return 0
+
+
+def _student_spec(item: str, default_api_base: str | None):
+    """`MODEL` or `MODEL@API_BASE` (model strings never contain '@')."""
+    from instret.lm.models import as_spec
+
+    model, _, api_base = item.strip().partition("@")
+    return as_spec(model, api_base=api_base or default_api_base)
+
+
+def _fit_context(spec, programs: dict, questions, sample: int = 20):
+    """Ollama students get a `num_ctx` that holds the longest prompt the programs produce
+    (guides + question + demos) on a sample of the questions; Ollama would cut it silently."""
+    if spec.backend != "ollama" or spec.num_ctx is not None:
+        return spec
+    from instret.lm.context import fit_num_ctx, program_prompts
+
+    inputs = [{"question": q.text, "options": q.options} for q in questions[:sample]]
+    prompts = [prompt for program in programs.values() for prompt in program_prompts(program, inputs)]
+    fitted = fit_num_ctx(spec, prompts, spec.max_tokens or 1024)
+    print(f"{spec.model}: num_ctx {fitted.num_ctx} (longest prompt of {len(inputs)} sampled questions)")
+    return fitted
+
+
+def _compile(args) -> int:
+    from instret.cli.inputs import load_data
+    from instret.lm.config import DEFAULT_TEACHER
+    from instret.lm.models import ModelSpec, make_lm
+    from instret.training.optimize import compile_program, save_program, trainset_from
+    from instret.data.scoring import kind_of
+
+    corpus = _open_corpus(args)
+    questions = load_data(args.train, args).questions[:args.limit or None]
+    kind = args.kind or kind_of(questions[0])
+    settings = _settings(args)
+    # Only a teacher the user named (flag, environment or config) proposes or reflects; otherwise
+    # MIPROv2 proposes with the student, and GEPA asks for one.
+    named = settings.teacher != ModelSpec(DEFAULT_TEACHER)
+    teacher = make_lm(settings.teacher) if args.optimizer != "bootstrap" and named else None
+    program = _program(args.method, corpus, kind, args)
+    compiled = compile_program(program, trainset_from(questions), kind=kind, optimizer=args.optimizer,
+                               student=make_lm(settings.student), teacher=teacher)
+    folder = Path(args.corpus) / "compiled" if args.corpus else Path("compiled")
+    default = folder / f"{args.method}--{settings.student.model.replace('/', '-').replace(':', '-')}.json"
+    path = save_program(compiled, args.output or default)
+    print(f"wrote {path}; run it with `instret eval ... --program {args.method}={path}` "
+          f"or program.load({str(path)!r}) in Python")
+    return 0

@@ -1,0 +1,1 @@
+"""Evaluate methods × students on a test set: run, statistics, report."""

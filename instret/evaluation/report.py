@@ -1,0 +1,113 @@
+"""Turn evaluation records into the per-method table, summary files and a bar chart."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+from instret.data.files import atomic_write_text
+from instret.evaluation.stats import mcnemar, wilson_interval
+
+BASELINES = ("zero_shot", "cot")
+
+
+def summarize(records: list[dict], failures: dict[str, int] | None = None) -> list[dict]:
+    """One row per (method, student): accuracy ± 95% CI, paired tests against the baselines."""
+    by_run: dict[tuple[str, str], dict[str, dict]] = {}
+    for record in records:
+        by_run.setdefault((record["method"], record["student"]), {})[record["question_id"]] = record
+    rows = []
+    for (method, student), answers in sorted(by_run.items()):
+        n = len(answers)
+        correct = sum(r["correct"] for r in answers.values())
+        low, high = wilson_interval(correct, n)
+        recoveries = Counter(r["recovery"] for r in answers.values())
+        row = {"method": method, "student": student, "n": n, "correct": correct, "accuracy": correct / n,
+               "ci_low": low, "ci_high": high,
+               "parse_failures": sum(r["parse_failed"] for r in answers.values()),
+               "mean_prompt_tokens": sum(r["prompt_tokens"] for r in answers.values()) / n,
+               "mean_completion_tokens": sum(r["completion_tokens"] for r in answers.values()) / n,
+               "mean_latency_s": sum(r["latency_s"] for r in answers.values()) / n,
+               **{f"recovered_{path}": count for path, count in sorted(recoveries.items())}}
+        row["parse_failure_rate"] = row["parse_failures"] / n
+        for baseline in BASELINES:
+            other = by_run.get((baseline, student))
+            if other is None or baseline == method:
+                continue
+            shared = sorted(set(answers) & set(other))
+            test = mcnemar([answers[q]["correct"] for q in shared], [other[q]["correct"] for q in shared])
+            row[f"vs_{baseline}_diff"] = test.difference
+            row[f"vs_{baseline}_p"] = test.p_value
+        rows.append(row)
+    if failures:
+        rows.append({"method": "(failed items)", "student": "", **{f"failed_{k}": v for k, v in failures.items()}})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """The table `instret eval` prints: one line per method and student."""
+    header = (f"{'method':<22}{'student':<24}{'n':>5}  {'accuracy [95% CI]':<24}{'vs zero-shot':>18}{'vs CoT':>18}"
+              f"{'parse fail':>11}{'tokens in/out':>15}{'latency':>9}")
+    lines = [header]
+    for row in rows:
+        if "accuracy" not in row:
+            lines.append("failed items (asked again on the next run): " + ", ".join(
+                f"{key.removeprefix('failed_')} {value}" for key, value in row.items() if key.startswith("failed_")))
+            continue
+        versus = [f"{row[f'vs_{b}_diff']:+.1%} p={row[f'vs_{b}_p']:.3f}" if f"vs_{b}_diff" in row else "—"
+                  for b in BASELINES]
+        accuracy = f"{row['accuracy']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"
+        tokens = f"{row['mean_prompt_tokens']:.0f}/{row['mean_completion_tokens']:.0f}"
+        lines.append(f"{row['method'][:21]:<22}{row['student'][:23]:<24}{row['n']:>5}  {accuracy:<24}"
+                     f"{versus[0]:>18}{versus[1]:>18}{row['parse_failure_rate']:>11.1%}{tokens:>15}"
+                     f"{row['mean_latency_s']:>8.2f}s")
+    lines.extend(_recovery_lines(rows))
+    return "\n".join(lines)
+
+
+def _recovery_lines(rows: list[dict]) -> list[str]:
+    """Per student: how often each output-recovery path was needed, over all methods."""
+    by_student: dict[str, Counter] = {}
+    for row in rows:
+        counts = by_student.setdefault(row.get("student", ""), Counter())
+        counts.update({k.removeprefix("recovered_"): v for k, v in row.items() if k.startswith("recovered_")})
+    return [f"output recovery for {student}: " + ", ".join(f"{path} {n}" for path, n in counts.most_common())
+            for student, counts in by_student.items() if counts]
+
+
+def write_outputs(rows: list[dict], out_dir: Path) -> None:
+    """summary.json, summary.csv and accuracy.png, each replaced atomically."""
+    atomic_write_text(out_dir / "summary.json", json.dumps(rows, indent=2) + "\n")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out_dir / "summary.csv", buffer.getvalue())
+    _bar_chart([r for r in rows if "accuracy" in r], out_dir / "accuracy.png")
+
+
+def _bar_chart(rows: list[dict], path: Path) -> None:
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['method']}\n{r['student'][:20]}" for r in rows]
+    accuracy = [r["accuracy"] for r in rows]
+    errors = [[a - r["ci_low"] for a, r in zip(accuracy, rows)], [r["ci_high"] - a for a, r in zip(accuracy, rows)]]
+    figure, axes = plt.subplots(figsize=(max(6, 1.3 * len(rows)), 4.5))
+    axes.bar(range(len(rows)), accuracy, yerr=errors, capsize=4, color="#4c72b0")
+    axes.set_xticks(range(len(rows)), labels, fontsize=8)
+    axes.set_ylabel("accuracy (95% CI)")
+    axes.set_ylim(0, 1)
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    temporary.replace(path)

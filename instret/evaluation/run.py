@@ -1,0 +1,164 @@
+"""Run methods × students over a test set, resumably, recording every answer.
+
+    >>> report = evaluate(questions, methods={"cot": cot, "instruction_retrieval": ir},
+    ...                   students={"qwen2.5:3b": make_lm("ollama_chat/qwen2.5:3b")},
+    ...                   kind="numeric", out_dir="runs/gsm8k", corpus=corpus)
+
+Each finished item is appended to `results.jsonl` at once, so an interrupted run resumes
+without asking any student a question it already answered. An item whose LM call failed
+(after DSPy's own bounded retries with backoff) is recorded in `failures.jsonl` with the
+kind of failure, counted in the summary, and asked again by the next run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from instret.data.files import Journal
+from instret.corpus.manifest import CorpusError
+from instret.data.questions import Question
+
+RESULTS, FAILURES = "results.jsonl", "failures.jsonl"
+
+# What the summary calls a failure, most telling first, from the class names and HTTP statuses
+# anywhere in the error's chain: litellm reports a refused or cut connection to an
+# OpenAI-compatible server as a 500 (InternalServerError caused by openai.APIConnectionError),
+# a truncated body as a connection error caused by a JSONDecodeError, and a 401 from an
+# OpenAI-compatible server as a bad request.
+FAILURE_KINDS = (("context_window", {"ContextWindowExceededError"}, ()), ("model_missing", {"LMUnsupportedModelError"}, ()),
+                 ("auth", {"LMAuthError", "AuthenticationError", "PermissionDeniedError"}, (401, 403)),
+                 ("timeout", {"LMTimeoutError", "TimeoutError", "TimeoutException", "APITimeoutError", "Timeout"}, ()),
+                 ("bad_response", {"JSONDecodeError"}, ()),
+                 ("connection", {"LMTransportError", "ConnectionError", "APIConnectionError", "TransportError"}, ()),
+                 ("rate_limit", {"LMRateLimitError"}, (429,)), ("server_error", {"LMServerError"}, ()),
+                 ("lm_error", {"LMError"}, ()))
+
+
+class LeakageError(CorpusError):
+    pass
+
+
+@dataclass
+class EvalReport:
+    out_dir: Path
+    answered_now: int = 0
+    answered_before: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    summary: list[dict] = field(default_factory=list)
+
+
+def failure_kind(error: BaseException) -> str:
+    names: set[str] = set()
+    statuses: set = set()
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        names.update(cls.__name__ for cls in type(error).__mro__)
+        statuses.update(getattr(error, name, None) for name in ("status", "status_code"))
+        error = error.__cause__ or error.__context__
+    return next((kind for kind, classes, codes in FAILURE_KINDS if names & classes or statuses & set(codes)), "error")
+
+
+def check_no_leakage(questions: Sequence[Question], corpus) -> None:
+    """Refuse test questions the corpus was built from, matched on normalized text (ids)."""
+    if corpus is None:
+        return
+    corpus_ids = set(corpus.manifest.question_ids)
+    leaked = [q for q in questions if q.id in corpus_ids]
+    if leaked:
+        examples = "; ".join(f"{q.source}:{q.line}" for q in leaked[:3])
+        hint = (" This corpus holds out part of its file for evaluation: use --holdout."
+                if corpus.manifest.split else "")
+        raise LeakageError(f"{len(leaked)} of {len(questions)} test questions are in corpus {corpus.folder} "
+                           f"(same normalized text), e.g. {examples}. Evaluate on questions the corpus was "
+                           f"not built from.{hint}")
+
+
+def held_out_questions(questions: Sequence[Question], corpus) -> list[Question]:
+    """The questions a corpus recorded as held out when it was built (MMLU law)."""
+    split = corpus.manifest.split or {}
+    if not split.get("held_out_question_ids"):
+        raise CorpusError(f"corpus {corpus.folder} records no held-out split (build it with --holdout-fraction)")
+    held = set(split["held_out_question_ids"])
+    return [q for q in questions if q.id in held]
+
+
+def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, kind: str, out_dir: str | Path,
+             threads: int = 16, corpus=None, progress: bool = True) -> EvalReport:
+    """Answer every (method, student, question) not yet in `out_dir`, then summarize all of them."""
+    import dspy
+    from tqdm.auto import tqdm
+
+    from instret.evaluation.report import summarize, write_outputs
+    from instret.lm.recovery import answer_with_recovery
+    from instret.data.scoring import score_answer
+
+    check_no_leakage(questions, corpus)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, failures = Journal(out_dir / RESULTS, key="key"), Journal(out_dir / FAILURES, key="key")
+    done = results.read()
+    tasks = [(m, s, q) for m in methods for s in students for q in questions if _key(m, s, q) not in done]
+    report = EvalReport(out_dir, answered_before=sum(1 for m in methods for s in students for q in questions
+                                                     if _key(m, s, q) in done))
+    lock = threading.Lock()
+
+    def answer(method: str, student: str, question: Question) -> None:
+        base = {"key": _key(method, student, question), "method": method, "student": student,
+                "question_id": question.id, "source": question.source, "line": question.line,
+                "inputs": {"question": question.text, "options": question.options}, "gold": question.answer}
+        started = time.perf_counter()
+        try:
+            with dspy.context(lm=students[student]):
+                attempt = answer_with_recovery(methods[method], kind, question.text, question.options)
+        except Exception as error:  # one failing item never stops the run
+            kind_of_failure = failure_kind(error)
+            failures.append({**base, "failure_kind": kind_of_failure, "error": f"{type(error).__name__}: {error}"[:500],
+                             "time": time.time()})
+            with lock:
+                report.failures[kind_of_failure] = report.failures.get(kind_of_failure, 0) + 1
+            return
+        scored = score_answer(kind, attempt.answer, question.answer)
+        results.append({**base, "answer": attempt.answer, "parsed": scored.parsed, "correct": scored.correct,
+                        "parse_failed": scored.parse_failed or attempt.path == "failed",
+                        "recovery": attempt.path, "lm_calls": attempt.lm_calls,
+                        "outputs": _outputs(attempt), "prompt_tokens": attempt.usage.get("prompt_tokens", 0),
+                        "completion_tokens": attempt.usage.get("completion_tokens", 0),
+                        "latency_s": round(time.perf_counter() - started, 4)})
+        with lock:
+            report.answered_now += 1
+
+    pool = ThreadPoolExecutor(max_workers=max(1, threads))
+    try:
+        with tqdm(total=len(tasks), desc="evaluating", unit="answer", disable=not progress) as bar:
+            for future in as_completed([pool.submit(answer, *task) for task in tasks]):
+                future.result()
+                bar.update(1)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: keep what finished, ask nothing new
+        raise
+    pool.shutdown(wait=True)
+
+    failures.close()
+    records = [r for r in results.read().values() if r["method"] in methods and r["student"] in students
+               and r["question_id"] in {q.id for q in questions}]
+    results.close()
+    report.summary = summarize(records, failures=report.failures)
+    write_outputs(report.summary, out_dir)
+    return report
+
+
+def _key(method: str, student: str, question: Question) -> str:
+    return f"{method}|{student}|{question.id}"
+
+
+def _outputs(attempt) -> dict:
+    if attempt.prediction is None:
+        return {"raw": attempt.raw}
+    return {name: value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+            for name, value in attempt.prediction.items()}

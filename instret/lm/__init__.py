@@ -1,0 +1,1 @@
+"""Model strings → `dspy.LM`: backends, routing, servers, Ollama, context size, output recovery."""

@@ -1,0 +1,227 @@
+"""Model strings → `dspy.LM`, with the engine pinned for each backend.
+
+One place decides how a teacher or student string reaches its server, so the CLI, the TOML
+config and notebooks all behave alike::
+
+    >>> lm = make_lm("ollama_chat/qwen2.5:3b", num_ctx=8192)
+    >>> with dspy.context(lm=lm):
+    ...     program(question="...")
+    >>> lm = make_lm("ollama_chat/qwen2.5:3b", api_base="http://gpu1:11434,http://gpu2:11434")  # load-balanced
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, field, replace
+
+DEFAULT_OLLAMA_BASE = "http://localhost:11434"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model string plus the options that reach its server.
+
+    `api_key` is never written anywhere by instret (see `public_dict`); prefer leaving it
+    empty and letting litellm read the provider's usual environment variable.
+
+    `api_base` may list several servers of the same model (a list, or URLs separated by
+    commas): `make_lm` then load-balances over them with litellm's Router. Transient failures
+    are retried by DSPy `num_retries` times (DSPy's default: 3); `retry_backoff` is the wait
+    before the first retry in seconds, doubling after each, never above `MAX_RETRY_WAIT`
+    (unset: DSPy's own 1 s, 2 s, 4 s ...). `timeout` bounds each attempt.
+    """
+
+    model: str
+    api_base: str | list[str] | None = None
+    api_key: str | None = field(default=None, repr=False)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    num_ctx: int | None = None
+    timeout: float | None = None
+    extra: dict = field(default_factory=dict)
+    num_retries: int | None = None
+    retry_backoff: float | None = None
+
+    @property
+    def backend(self) -> str:
+        return backend_of(self.model)
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every server URL of this model, in the order given; [] for a hosted provider."""
+        listed = self.api_base.split(",") if isinstance(self.api_base, str) else (self.api_base or [])
+        urls = [url.strip().rstrip("/") for url in listed if url and url.strip()]
+        if not urls and self.backend == "ollama":
+            host = os.environ.get("OLLAMA_HOST", DEFAULT_OLLAMA_BASE)
+            urls = [host if host.startswith("http") else f"http://{host}"]
+        return urls
+
+    @property
+    def resolved_api_base(self) -> str | None:
+        """The first server: the one probes and embedders use when several are listed."""
+        return next(iter(self.endpoints), None)
+
+    def public_dict(self) -> dict:
+        """What may be written to manifests, results and logs: everything but credentials."""
+        data = asdict(self)
+        data.pop("api_key")
+        data["extra"] = {key: value for key, value in data["extra"].items() if not is_secret_setting(key)}
+        return {key: value for key, value in data.items() if value not in (None, {})}
+
+    def __repr__(self) -> str:  # specs reach logs and tracebacks: show them without credentials
+        return f"ModelSpec({', '.join(f'{key}={value!r}' for key, value in self.public_dict().items())})"
+
+    def with_overrides(self, **overrides) -> "ModelSpec":
+        return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+
+
+MAX_RETRY_WAIT = 30.0  # seconds; caps `retry_backoff` doublings and a server's Retry-After alike
+# `extra` reaches litellm as is, so a key or a header may hide there too ("max_tokens" does not match).
+_SECRET_NAME = re.compile(r"(?:^|_)(?:api_?key|key|token|secret|password|credentials?|authorization|headers)$", re.I)
+
+
+def is_secret_setting(name: str) -> bool:
+    return bool(_SECRET_NAME.search(str(name)))
+
+
+def backend_of(model: str) -> str:
+    """'ollama' for Ollama's native API, 'openai' for OpenAI-compatible servers, else the provider."""
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    if provider in ("ollama", "ollama_chat"):
+        return "ollama"
+    return provider
+
+
+def as_spec(model: "str | ModelSpec", **overrides) -> ModelSpec:
+    spec = model if isinstance(model, ModelSpec) else ModelSpec(model=model)
+    return spec.with_overrides(**overrides)
+
+
+def make_lm(model: "str | ModelSpec", **overrides):
+    """Build a `dspy.LM` for a model string or `ModelSpec`.
+
+    The engine is pinned per backend (`engine_for`), never left to `engine="auto"`, so each
+    backend has one tested path.
+    Several endpoints, or a `retry_backoff`, need instret's engine (`instret.lm.routing`): DSPy
+    waits between retries only as long as its engine's `retry_after` hint says.
+    """
+    from instret import _env  # noqa: F401  (no network from litellm)
+    import dspy
+
+    spec = as_spec(model, **overrides)
+    hide_in_logs(spec)
+    register_self_hosted(spec)
+    if len(spec.endpoints) > 1 or spec.retry_backoff is not None:
+        from instret.lm.routing import endpoint_lm
+
+        return endpoint_lm(spec)
+    kwargs: dict = dict(spec.extra)
+    if spec.num_retries is not None:
+        kwargs["num_retries"] = spec.num_retries
+    if spec.max_tokens is not None:
+        kwargs["max_tokens"] = spec.max_tokens
+    if spec.temperature is not None:
+        kwargs["temperature"] = spec.temperature
+    if spec.timeout is not None:
+        kwargs["timeout"] = spec.timeout
+    api_base = spec.resolved_api_base
+    if api_base:
+        kwargs["api_base"] = api_base
+    if spec.api_key:
+        kwargs["api_key"] = spec.api_key
+    if spec.backend == "ollama" and spec.num_ctx:
+        kwargs["num_ctx"] = spec.num_ctx
+    if needs_placeholder_key(spec):
+        kwargs["api_key"] = PLACEHOLDER_KEY
+    return dspy.LM(spec.model, engine=engine_for(spec), **kwargs)
+
+
+# Client settings DSPy's native engine takes; anything else (headers, api_version ...) is litellm's.
+_NATIVE_CLIENT_SETTINGS = {"api_key", "api_base", "timeout"}
+_CLIENT_SETTINGS = {"api_key", "api_base", "base_url", "headers", "extra_headers", "timeout", "api_version",
+                    "organization", "project", "extra_query", "custom_llm_provider"}
+
+
+def engine_for(spec: ModelSpec) -> str:
+    """The DSPy engine a spec runs on, pinned rather than left to `engine="auto"`.
+
+    OpenAI-compatible servers (vLLM, llama.cpp, LM Studio) run on DSPy's native `lm15` engine,
+    which costs a third of litellm's client CPU per call, so a 16-thread evaluation is not held
+    back by the GIL. Ollama stays on litellm: lm15 reaches it only through its `/v1` shim,
+    which ignores `num_ctx`. So do hosted providers and specs with litellm-only client settings.
+    """
+    client_settings = set(spec.extra) & _CLIENT_SETTINGS
+    if spec.backend == "openai" and spec.endpoints and client_settings <= _NATIVE_CLIENT_SETTINGS:
+        return "lm15"
+    return "litellm"
+
+
+PLACEHOLDER_KEY = "not-needed"
+
+
+def register_self_hosted(spec: ModelSpec) -> None:
+    """Tell litellm a self-hosted model costs nothing.
+
+    For a model missing from its price map, litellm looks the price up after every call: for
+    Ollama that is an extra `/api/show` request, and every lookup raises and formats an
+    exception internally (8x slower Ollama calls on loopback). Hosted models keep their prices.
+    """
+    if not spec.endpoints or spec.backend not in ("ollama", "openai"):
+        return
+    import litellm
+
+    if spec.model not in litellm.model_cost:
+        litellm.register_model({spec.model: {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
+                                             "litellm_provider": spec.model.split("/", 1)[0], "mode": "chat"}})
+
+
+def needs_placeholder_key(spec: ModelSpec) -> bool:
+    """Local OpenAI-compatible servers (vLLM, llama.cpp, LM Studio) need no key, but the
+    OpenAI client refuses to start without one."""
+    return (spec.backend == "openai" and bool(spec.endpoints) and not spec.api_key
+            and not os.environ.get("OPENAI_API_KEY"))
+
+
+# Client libraries that log request details at DEBUG. The openai SDK logs custom headers (a key
+# in `extra.extra_headers`) verbatim; litellm masks its own, but is listed in case it does not.
+_CLIENT_LOGGERS = ("openai._base_client", "httpx", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+
+class _SecretRedactor(logging.Filter):
+    """Replaces every secret instret was given with '***' in the client libraries' log records."""
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            if any(secret in message for secret in self.secrets):
+                for secret in sorted(self.secrets, key=len, reverse=True):
+                    message = message.replace(secret, "***")
+                record.msg, record.args = message, None
+        return True
+
+
+_REDACTOR = _SecretRedactor()
+
+
+def hide_in_logs(spec: ModelSpec) -> None:
+    """Register the spec's key and secret-named `extra` values with the log redactor."""
+    values = [spec.api_key] + [value for key, value in spec.extra.items() if is_secret_setting(key)]
+    found: set[str] = set()
+    while values:
+        value = values.pop()
+        if isinstance(value, dict):
+            values.extend(value.values())
+        elif isinstance(value, str) and len(value) >= 8:  # short strings would blank out ordinary words
+            found.update({value, value.split()[-1]} if len(value.split()[-1]) >= 8 else {value})
+    if found - _REDACTOR.secrets:
+        _REDACTOR.secrets |= found
+        for name in _CLIENT_LOGGERS:
+            logger = logging.getLogger(name)
+            if _REDACTOR not in logger.filters:
+                logger.addFilter(_REDACTOR)

@@ -1,0 +1,1 @@
+"""The teacher stage: build a corpus end to end, one guide per cluster."""

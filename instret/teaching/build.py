@@ -1,0 +1,217 @@
+"""Build an instruction corpus: questions → embeddings → clusters → teacher guides → Chroma.
+
+    >>> report = build_corpus(questions, "corpora/gsm8k", domain="grade-school math",
+    ...                       teacher="ollama_chat/qwen2.5:14b")
+
+Every stage leaves a checkpoint in the corpus folder, so a rerun after any crash redoes
+only what is missing: embeddings in `embeddings.sqlite`, the clustering in
+`clustering.npz` (reused while questions, embedder and clustering settings are unchanged),
+guides in the append-only `guides.jsonl`. The Chroma store and `manifest.json` are derived
+from those at the end of each run, by idempotent upserts and an atomic replace.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from instret.corpus.clustering import Cluster, CorpusBuilder, clusters_from_labels, params_fingerprint
+from instret.corpus.embedders import CachedEmbedder, Embedder, EmbeddingCache, make_embedder
+from instret.corpus.manifest import CHROMA, CLUSTERING, EMBEDDINGS, JOURNAL, MANIFEST, QUESTIONS_FILE, Manifest
+from instret.data.files import Journal, atomic_write_text, file_sha256
+from instret.data.questions import Question
+from instret.corpus.store import GuideStore, StoredGuide
+
+
+@dataclass
+class BuildReport:
+    folder: str
+    n_questions: int
+    n_clusters: int
+    outlier_fraction: float
+    n_embedded: int
+    n_embeddings_from_cache: int
+    clustering_reused: bool
+    guides_written: int
+    guides_reused: int
+    failures: dict[str, str]
+    leaky_guides: dict[str, list[str]]
+    teacher_problem: str | None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.guides_written + self.guides_reused == self.n_clusters
+
+
+def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: str, teacher,
+                 embedder: "Embedder | str | None" = None, builder: CorpusBuilder | None = None, writer=None,
+                 style: str = "concise", examples_per_guide: int = 8, threads: int = 4,
+                 store_url: str | None = None, sources: Sequence[str | Path] = (), split: dict | None = None,
+                 progress: bool = True, check_teacher: bool = True) -> BuildReport:
+    """Run (or resume) every stage; see the module docstring. `teacher` is a model string,
+    `ModelSpec` or `dspy.LM`; `store_url` puts the guides on a Chroma server instead of the folder;
+    `split` (e.g. from `holdout_split`) is recorded in the manifest."""
+    from instret.lm.models import ModelSpec, as_spec, make_lm
+    from instret.programs import GuideWriter
+    from instret.lm.ollama_models import server_problem
+    from instret.teaching.writing import TeachingReport, sample_questions, teaching_inputs, write_guides
+
+    if style not in ("concise", "detailed"):
+        raise ValueError(f"style must be 'concise' or 'detailed', not {style!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    questions = list(questions)
+    embedder = make_embedder(embedder) if embedder is not None else make_embedder()
+    if (folder / MANIFEST).exists():
+        Manifest.load(folder).check_embedder(embedder.id, folder)
+    builder = builder if builder is not None else CorpusBuilder(embedder=embedder)
+    teacher = as_spec(teacher) if isinstance(teacher, str) else teacher
+    cached = CachedEmbedder(embedder, EmbeddingCache(folder / EMBEDDINGS))
+    seconds: dict[str, float] = {}
+
+    clock = time.perf_counter()
+    vectors = _embed_questions(cached, questions, progress)
+    seconds["embed"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    clusters, outlier_fraction, reused, clustering = _cluster(builder, questions, vectors, folder, embedder.id)
+    seconds["cluster"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    questions_by_id = {q.id: q for q in questions}
+    vectors_by_id = dict(zip((q.id for q in questions), vectors))
+    samples = {c.id: sample_questions(c, questions_by_id, vectors_by_id, examples_per_guide) for c in clusters}
+    journal = Journal(folder / JOURNAL, key="guide_id")
+    missing = [c for c in clusters if c.id not in journal.read()]
+    problem = server_problem(teacher) if missing and check_teacher else None
+    teaching = TeachingReport()
+    if missing and problem is None:
+        writer = writer or GuideWriter()
+        teacher = _fit_context(teacher, writer, [teaching_inputs(samples[c.id], domain, style) for c in missing])
+        teaching = write_guides(clusters, samples, writer=writer, teacher_lm=make_lm(teacher) if isinstance(
+            teacher, ModelSpec) else teacher, journal=journal, domain=domain, style=style, threads=threads,
+            progress=progress)
+        problem = teaching.stopped_because
+    seconds["write_guides"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    finished = journal.read()
+    stored = [StoredGuide(id=c.id, guide=_guide(finished[c.id]), question_ids=c.question_ids, centroid=c.centroid,
+                          cluster_label=c.label) for c in clusters if c.id in finished]
+    _store(GuideStore.open(store_url or folder / CHROMA, name=_store_name(folder)), stored, cached,
+           questions, vectors, clusters)
+    seconds["store"] = time.perf_counter() - clock
+
+    manifest = Manifest(
+        domain=domain, embedder_id=embedder.id, embedder_dimension=int(vectors.shape[1]),
+        clustering={**clustering, "n_clusters": len(clusters), "outlier_fraction": outlier_fraction,
+                    "cluster_sizes": {c.id: c.size for c in clusters}},
+        teacher=_public_teacher(teacher), guide_style=style,
+        sources=[{"path": str(s), "sha256": file_sha256(s)} for s in sources],
+        question_ids=[q.id for q in questions],
+        store={"url": store_url, "name": _store_name(folder)} if store_url else {"path": CHROMA, "name": _store_name(folder)},
+        n_guides=len(stored), n_clusters=len(clusters), complete=len(stored) == len(clusters), split=split)
+    if (folder / MANIFEST).exists():
+        manifest.created_at = Manifest.load(folder).created_at
+    manifest.save(folder)
+
+    return BuildReport(
+        folder=str(folder), n_questions=len(questions), n_clusters=len(clusters), outlier_fraction=outlier_fraction,
+        n_embedded=cached.n_embedded, n_embeddings_from_cache=cached.n_from_cache, clustering_reused=reused,
+        guides_written=len(teaching.written), guides_reused=len(stored) - len(teaching.written),
+        failures=teaching.failed, leaky_guides=teaching.leaky, teacher_problem=problem, stage_seconds=seconds)
+
+
+def _embed_questions(cached: CachedEmbedder, questions: Sequence[Question], progress: bool) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(questions), desc="embedding questions", unit="q", disable=not progress) as bar:
+        vectors = cached.encode([q.render() for q in questions], progress=bar)
+        bar.update(len(questions) - bar.n)
+    return vectors
+
+
+def _cluster(builder: CorpusBuilder, questions, vectors, folder: Path, embedder_id: str):
+    """Fit the builder, or reuse the saved clustering when its inputs have not changed."""
+    fingerprint = params_fingerprint({"questions": [q.id for q in questions], "embedder": embedder_id,
+                                      "builder": builder.describe()})
+    path = folder / CLUSTERING
+    if path.exists():
+        saved = np.load(path, allow_pickle=False)
+        if str(saved["fingerprint"]) == fingerprint:
+            return (clusters_from_labels(questions, saved["labels"], vectors), float(saved["outlier_fraction"]),
+                    True, json.loads(str(saved["description"])))
+    builder.fit(questions, embeddings=vectors)
+    buffer = io.BytesIO()
+    coords = builder.coords_2d_ if builder.coords_2d_ is not None else np.zeros((0, 2), dtype=np.float32)
+    np.savez(buffer, fingerprint=np.array(fingerprint), labels=builder.labels_, raw_labels=builder.raw_labels_,
+             coords=coords, outlier_fraction=np.array(builder.outlier_fraction_),
+             question_ids=np.array([q.id for q in questions]), description=np.array(json.dumps(builder.describe())))
+    atomic_write_text(folder / QUESTIONS_FILE, "".join(json.dumps(q.to_dict(), ensure_ascii=False) + "\n"
+                                                       for q in questions))
+    _atomic_write_bytes(path, buffer.getvalue())
+    return builder.clusters_, builder.outlier_fraction_, False, builder.describe()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+    temporary.replace(path)
+
+
+def _store(store: GuideStore, stored: list[StoredGuide], cached: CachedEmbedder, questions, vectors,
+           clusters: list[Cluster]) -> None:
+    guide_of = {qid: guide_id for c in clusters for guide_id in [c.id] for qid in c.question_ids}
+    have_guide = {g.id for g in stored}
+    keep = [i for i, q in enumerate(questions) if guide_of[q.id] in have_guide]
+    if stored:
+        store.upsert_guides(stored, cached.encode([g.text for g in stored]))
+    # A question's id comes from its text and its vector from the cache, so a record that already
+    # points at the right guide is identical: rewriting it would only cost time on every rerun.
+    already = store.question_guides()
+    changed = [i for i in keep if already.get(questions[i].id) != guide_of[questions[i].id]]
+    if changed:
+        store.upsert_questions([questions[i].id for i in changed], [questions[i].render() for i in changed],
+                               vectors[changed], [guide_of[questions[i].id] for i in changed])
+    store.delete_except(have_guide, {questions[i].id for i in keep})
+
+
+def _guide(record: dict):
+    from instret.corpus.guides import Guide
+
+    return Guide.model_validate(record["guide"])
+
+
+def _store_name(folder: Path) -> str:
+    """Collection prefix: the folder name, kept to the characters Chroma accepts."""
+    name = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in folder.resolve().name).strip("-_")
+    return (name or "instret")[:40].ljust(3, "x")
+
+
+def _public_teacher(teacher) -> dict:
+    from instret.lm.models import ModelSpec, as_spec
+
+    if isinstance(teacher, (str, ModelSpec)):
+        return as_spec(teacher).public_dict()
+    return {"model": getattr(teacher, "model", type(teacher).__name__)}
+
+
+def _fit_context(teacher, writer, inputs: list[dict]):
+    """An Ollama teacher gets a `num_ctx` that holds its longest guide prompt: Ollama would
+    silently cut the example questions off at its small default window."""
+    from instret.lm.models import ModelSpec
+
+    if not (isinstance(teacher, ModelSpec) and teacher.backend == "ollama" and teacher.num_ctx is None):
+        return teacher
+    from instret.lm.context import fit_num_ctx, program_prompts
+
+    return fit_num_ctx(teacher, program_prompts(writer, inputs), teacher.max_tokens or 2000)

@@ -1,0 +1,1 @@
+"""Improve programs for a domain: DSPy optimizers."""
