@@ -23,7 +23,7 @@ _PUBLIC = {
     "build_corpus": "instret.teaching.build", "BuildReport": "instret.teaching.build",
     "Corpus": "instret.corpus.corpus", "Manifest": "instret.corpus.manifest", "EmbedderMismatchError": "instret.corpus.manifest",
     "CorpusError": "instret.corpus.manifest",
-    "ModelSpec": "instret.lm.models", "make_lm": "instret.lm.models",
+    "ModelSpec": "instret.lm.spec", "make_lm": "instret.lm.models",
     "Settings": "instret.lm.config", "load_settings": "instret.lm.config",
     "GuideWriter": "instret.programs", "WriteClusterGuide": "instret.signatures",
     "GuideRetriever": "instret.corpus.retrieval", "PassageRetriever": "instret.corpus.retrieval",

@@ -6,7 +6,7 @@ from loopback import LoopbackServer
 
 from instret.corpus.embedders import (CachedEmbedder, EmbeddingCache, LiteLLMEmbedder, SentenceTransformerEmbedder,
                                make_embedder)
-from instret.lm.models import ModelSpec
+from instret.lm.spec import ModelSpec
 
 
 def test_default_embedder_is_offline_minilm(embedder):

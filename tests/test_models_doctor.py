@@ -18,7 +18,7 @@ from conftest import free_port  # noqa: E402
 from loopback import LoopbackServer  # noqa: E402
 
 from instret.cli.main import main  # noqa: E402
-from instret.lm.models import ModelSpec  # noqa: E402
+from instret.lm.spec import ModelSpec  # noqa: E402
 from instret.lm.ollama_models import (OllamaUnavailable, ensure_models_present, list_models, pull_model,  # noqa: E402
                                    show_model)
 

@@ -170,7 +170,7 @@ def _eval(args) -> int:
 
 def _student_spec(item: str, default_api_base: str | None):
     """`MODEL` or `MODEL@API_BASE` (model strings never contain '@')."""
-    from instret.lm.models import as_spec
+    from instret.lm.spec import as_spec
 
     model, _, api_base = item.strip().partition("@")
     return as_spec(model, api_base=api_base or default_api_base)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import tempfile
 from typing import Iterator
 
-from instret.lm.models import ModelSpec
+from instret.lm.spec import ModelSpec
 from instret.lm.ollama_models import PROBE_SENTENCE, Check, presence_checks
 
 

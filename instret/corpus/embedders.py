@@ -15,7 +15,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from instret.lm.models import ModelSpec, as_spec
+from instret.lm.spec import ModelSpec, as_spec
 
 MINILM = "all-MiniLM-L6-v2"
 

@@ -21,7 +21,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from instret.lm.models import ModelSpec, backend_of
+from instret.lm.spec import ModelSpec, backend_of
 
 DEFAULT_TEACHER = "ollama_chat/qwen2.5:14b"
 DEFAULT_STUDENT = "ollama_chat/qwen2.5:3b"

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from instret.lm.models import ModelSpec
+from instret.lm.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from instret.lm.models import ModelSpec, as_spec, backend_of
+from instret.lm.spec import ModelSpec, as_spec, backend_of
 
 PROBE_TIMEOUT = 3.0  # seconds; a probe must not hold up a run that would fail anyway
 REQUEST_TIMEOUT = 30.0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 
-from instret.lm.models import MAX_RETRY_WAIT, PLACEHOLDER_KEY, ModelSpec, is_secret_setting, needs_placeholder_key
+from instret.lm.spec import MAX_RETRY_WAIT, PLACEHOLDER_KEY, ModelSpec, is_secret_setting, needs_placeholder_key
 
 GROUP = "instret-endpoints"  # the Router's name for "any server of this model"
 DEFAULT_COOLDOWN = 5.0  # seconds a failing server rests before the Router tries it again

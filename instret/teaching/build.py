@@ -198,7 +198,7 @@ def _store_name(folder: Path) -> str:
 
 
 def _public_teacher(teacher) -> dict:
-    from instret.lm.models import ModelSpec, as_spec
+    from instret.lm.spec import ModelSpec, as_spec
 
     if isinstance(teacher, (str, ModelSpec)):
         return as_spec(teacher).public_dict()
@@ -208,7 +208,7 @@ def _public_teacher(teacher) -> dict:
 def _fit_context(teacher, writer, inputs: list[dict]):
     """An Ollama teacher gets a `num_ctx` that holds its longest guide prompt: Ollama would
     silently cut the example questions off at its small default window."""
-    from instret.lm.models import ModelSpec
+    from instret.lm.spec import ModelSpec
 
     if not (isinstance(teacher, ModelSpec) and teacher.backend == "ollama" and teacher.num_ctx is None):
         return teacher
