@@ -207,15 +207,36 @@ def _needed(corpus, method: str):
     return corpus
 
 
+def _intervention(method: str):
+    """A factory from programs/intervention.py, imported at first use (that module builds on this one)."""
+    def factory(corpus, kind, **options):
+        from instret.programs.intervention import FACTORIES
+
+        return FACTORIES[method](corpus, kind, **options)
+    return factory
+
+
 #: name -> factory(corpus, kind, **options). Options a method does not use are ignored, so one
 #: set of options can drive every method of a comparison.
 METHODS = {"zero_shot": _zero_shot, "cot": _chain_of_thought, "passage_rag": _passage_rag,
-           "generic_guide": _generic_guide, "instruction_retrieval": _instruction_retrieval}
-OPTIONS = frozenset({"k", "mode", "min_similarity", "embedder", "guide"})
+           "generic_guide": _generic_guide, "instruction_retrieval": _instruction_retrieval,
+           **{name: _intervention(name) for name in ("quest_cot", "first_step", "on_uncertainty", "teacher_cot")}}
+OPTIONS = frozenset({"k", "mode", "min_similarity", "embedder", "guide", "teacher",
+                     "teacher_steps", "threshold", "max_interventions"})
+#: Methods that cannot run without a teacher LM (`make_program(..., teacher=lm)`).
+NEEDS_TEACHER = frozenset({"first_step", "on_uncertainty", "teacher_cot"})
 
 
 def make_program(method: str, corpus=None, kind: str = "numeric", **options) -> AnsweringProgram:
-    """Build the program `method` names; unknown names and misspelt options are refused."""
+    """Build the program `method` names; unknown names and misspelt options are refused.
+
+    A variant `method@value` sets that method's main option: `first_step@2` (teacher_steps),
+    `on_uncertainty@0.7` (threshold)."""
+    if "@" in method:
+        from instret.programs.intervention import variant
+
+        method, preset = variant(method)
+        options = {**options, **preset}
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     unknown = set(options) - OPTIONS

@@ -51,14 +51,17 @@ class LoopbackServer:
 
     `models`: served model names ("m" also matches "m:latest"; "*" accepts any), a set that tests
     may edit while the server runs. `latency`: seconds before each inference response. `dim`:
-    embedding size. `context_length`/`parameters`: what /api/show reports.
+    embedding size. `context_length`/`parameters`: what /api/show reports. `/v1/chat/completions`
+    honours `stop` and `max_tokens` and, asked for `logprobs`, scores each token with
+    `logprob(token, request) -> float` (default: deterministic, in [-0.5, 0]).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, models=("m",), responder=None,
                  latency: float = 0.0, faults=None, fault_paths=INFERENCE_PATHS, dim: int = 384,
                  context_length: int = 32768, parameters: dict | None = None, hang: float = 30.0,
-                 version: str = "0.12.6"):
+                 version: str = "0.12.6", logprob=None):
         self.host, self.port, self.models = host, port, set(models)
+        self.logprob = logprob  # (token, ChatRequest) -> float for OpenAI `logprobs`; None: deterministic
         self.responder = responder if responder is not None else dspy_responder
         self.latency, self.fault_paths, self.dim, self.hang = latency, fault_paths, dim, hang
         self.context_length, self.version = context_length, version
@@ -339,25 +342,36 @@ class _Handler(BaseHTTPRequestHandler):
     def v1_chat(self, body, model, fault) -> None:
         options = {k: v for k, v in body.items() if k not in ("model", "messages")}
         request = ChatRequest(model, body.get("messages") or [], options, self.path, bool(body.get("stream")), body)
-        content = self._answer(request, fault)
+        # Like a real server: cut at the first stop sequence or after max_tokens, never generate past them.
+        content, finish = apply_stop(self._answer(request, fault), body.get("stop"),
+                                     body.get("max_completion_tokens") or body.get("max_tokens"))
         prompt_tokens, completion_tokens = count_tokens(request.text), count_tokens(content)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
         base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model,
                 "system_fingerprint": "loopback"}
+        wants_logprobs = body.get("logprobs") is True
+
+        def logprobs(tokens: list[str]):  # OpenAI's format, scored by the server's `logprob` callable
+            return (openai_logprobs(tokens, request, self.owner.logprob, int(body.get("top_logprobs") or 0))
+                    if wants_logprobs else None)
+
         if not request.stream:
-            choices = [{"index": i, "message": {"role": "assistant", "content": content}, "logprobs": None,
-                        "finish_reason": "stop"} for i in range(int(body.get("n") or 1))]
+            choices = [{"index": i, "message": {"role": "assistant", "content": content},
+                        "logprobs": logprobs(logprob_tokens(content)), "finish_reason": finish}
+                       for i in range(int(body.get("n") or 1))]
             return self._json(dict(base, object="chat.completion", choices=choices, usage=usage), fault=fault)
 
         def chunk(choices: list, **extra) -> str:
             return f"data: {json.dumps(dict(base, object='chat.completion.chunk', choices=choices, **extra))}\n\n"
 
-        def delta(part: dict, finish=None) -> str:
-            return chunk([{"index": 0, "delta": part, "logprobs": None, "finish_reason": finish}])
+        def delta(part: dict, finish=None, scored=None) -> str:
+            return chunk([{"index": 0, "delta": part, "logprobs": scored, "finish_reason": finish}])
 
-        lines = [delta({"role": "assistant", "content": ""})] + [delta({"content": p}) for p in pieces(content)]
-        lines.append(delta({}, "stop"))
+        parts = [[token] for token in logprob_tokens(content)] if wants_logprobs else [[p] for p in pieces(content)]
+        lines = [delta({"role": "assistant", "content": ""})]
+        lines += [delta({"content": "".join(part)}, scored=logprobs(part)) for part in parts]
+        lines.append(delta({}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):
             lines.append(chunk([], usage=usage))
         self._stream(lines + ["data: [DONE]\n\n"], "text/event-stream", fault)

@@ -18,7 +18,8 @@ from typing import Mapping
 
 __all__ = ["FAULT_KINDS", "MALFORMED_TEXT", "ChatRequest", "DSPyResponder", "Recorded", "answers", "chat_reply",
            "check_fault", "count_tokens", "digest", "dspy_responder", "embedding", "http_status", "tagged",
-           "value_for_schema", "DEFAULT_PARAMETERS", "pieces", "ollama_tag_entry", "ollama_show_payload"]
+           "value_for_schema", "DEFAULT_PARAMETERS", "pieces", "ollama_tag_entry", "ollama_show_payload",
+           "apply_stop", "logprob_tokens", "default_logprob", "openai_logprobs"]
 
 #: Fault kinds a schedule may name; any "http<NNN>" (e.g. "http503") also works.
 FAULT_KINDS = ("http500", "http429", "timeout", "refuse", "close", "truncated", "empty", "malformed")
@@ -91,6 +92,46 @@ def text_of(content) -> str:
 
 def count_tokens(text: str) -> int:
     return max(1, len(re.findall(r"\w+|[^\w\s]", text)))
+
+
+# ---------------------------------------------------------------- stop sequences, token cap, log-probabilities
+
+def apply_stop(text: str, stop, max_tokens=None) -> tuple[str, str]:
+    """(text, finish_reason) as a server that honours `stop` and a token cap would return them:
+    cut before the first stop sequence ("stop"), else after `max_tokens` tokens ("length")."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    cuts = [text.find(s) for s in stops if s and s in text]
+    text = text[:min(cuts)] if cuts else text
+    if max_tokens:
+        ends = [m.end() for m in re.finditer(r"\w+|[^\w\s]", text)]
+        if len(ends) > int(max_tokens):
+            return text[:ends[int(max_tokens) - 1]], "length"
+    return text, "stop"
+
+
+def logprob_tokens(text: str) -> list[str]:
+    """`text` cut into tokens (a word or a sign, with the spaces before it) that join back to it."""
+    return re.findall(r"\s*\w+|\s*[^\w\s]|\s+", text)
+
+
+def default_logprob(token: str, request) -> float:
+    """A deterministic log-probability in [-0.5, 0] for a token in a request."""
+    return -int(digest(request.text, token)[:6], 16) / 0xFFFFFF / 2
+
+
+def openai_logprobs(tokens: list[str], request, logprob=None, top: int = 0) -> dict:
+    """The `logprobs` of an OpenAI chat choice: `{"content": [{token, logprob, bytes, top_logprobs}]}`.
+    `logprob(token, request) -> float` scores each token (default `default_logprob`)."""
+    score = logprob or default_logprob
+    content = []
+    for token in tokens:
+        value = float(score(token, request))
+        alternatives = [{"token": token, "logprob": value, "bytes": list(token.encode())}]
+        alternatives += [{"token": f"{token}~{i}", "logprob": value - i, "bytes": list(f"{token}~{i}".encode())}
+                         for i in range(1, top)]
+        content.append({"token": token, "logprob": value, "bytes": list(token.encode()),
+                        "top_logprobs": alternatives[:top]})
+    return {"content": content}
 
 
 def tagged(name: str) -> str:

@@ -1,0 +1,248 @@
+"""Right-time teacher intervention: when a large teacher helps a small student, and how much.
+
+| method | program | the teacher | the student |
+|---|---|---|---|
+| `quest_cot` | `QuestCoTQA` | none | asks itself the question that gets it started, then solves |
+| `first_step` | `FirstStepQA` | writes the first k steps, stopped after k | continues from them and answers |
+| `on_uncertainty` | `OnUncertaintyQA` | rewrites a step whose mean token probability is under τ, at most m per question | writes one step at a time, with log-probabilities, then answers |
+| `teacher_cot` | `TeacherCoTQA` | reasons and answers alone: the ceiling | none |
+
+    >>> program = make_program("first_step", kind="numeric", teacher=make_lm("local/qwen2.5-coder-1.5b"), teacher_steps=2)
+    >>> with dspy.context(lm=make_lm("local/qwen2.5-coder-0.5b")):   # the student
+    ...     program(question="Tom has 3 boxes of 12 pens ...").answer
+
+The student is the LM of `dspy.context`; the teacher is pinned on its own predictors with
+`set_lm` at construction. Saved state never holds an LM (no endpoint, no key), and loading
+state keeps the teacher the program was built with.
+
+**How the student continues from steps it did not write.** The steps so far go into its prompt
+as the `steps_so_far` input of a typed signature ("continue from these steps"), not as a
+prefilled assistant message: servers treat prefill differently (vLLM needs
+`continue_final_message`, llama.cpp and Ollama depend on the chat template, hosted APIs refuse
+it), and a prefix would bypass DSPy's adapters, losing the typed answer, format recovery and
+compiling. The student reads the steps as prompt tokens; they are counted as such.
+"""
+
+from __future__ import annotations
+
+import re
+
+import dspy
+from dspy.utils.exceptions import AdapterParseError
+
+from instret.lm.steps import (InterventionPolicy, LogprobsUnavailable, UncertaintyPolicy, is_final,
+                              mean_probability, render_steps, require_logprobs, split_steps, step_config,
+                              token_logprobs)
+from instret.programs.answering import AnsweringProgram, answer_inputs
+from instret.signatures.answering import answer_signature
+from instret.signatures.intervention import (ContinueSolution, NextStep, QuestionFirstSolution, WriteFirstSteps,
+                                             intervention_signature)
+
+#: method -> the option a `method@value` variant sets: `first_step@2`, `on_uncertainty@0.7`.
+VARIANTS = {"first_step": ("teacher_steps", int), "on_uncertainty": ("threshold", float)}
+#: Methods whose student must return token log-probabilities.
+NEEDS_LOGPROBS = frozenset({"on_uncertainty"})
+
+
+class TwoModelProgram(AnsweringProgram):
+    """An answering program with teacher predictors: they keep the teacher through `load`,
+    since saved state holds no LM."""
+
+    def load_state(self, state, **kwargs):
+        pinned = {name: predictor.lm for name, predictor in self.named_predictors()}
+        super().load_state(state, **kwargs)
+        for name, predictor in self.named_predictors():
+            predictor.lm = pinned[name]
+        return self
+
+
+class QuestCoTQA(AnsweringProgram):
+    """QuestCoT: the student first writes the question it must answer to get started, then
+    solves from it, in one reply; no teacher."""
+
+    def __init__(self, kind: str = "numeric"):
+        super().__init__(kind)
+        self.answer = dspy.Predict(intervention_signature(QuestionFirstSolution, kind))
+
+    def forward(self, question: str, options: dict[str, str] | None = None):
+        return self.answer(**answer_inputs(self.kind, question, options))
+
+
+class FirstStepQA(TwoModelProgram):
+    """The teacher writes the first `teacher_steps` steps and is stopped there (stop sequence
+    `Step k+1:` and a token cap); the student continues from exactly those steps and answers.
+
+    The prediction's `reasoning` holds the teacher's steps followed by the student's;
+    `teacher_steps` holds the teacher's alone.
+    """
+
+    def __init__(self, kind: str = "numeric", teacher=None, teacher_steps: int = 1):
+        super().__init__(kind)
+        if int(teacher_steps) < 1:
+            raise ValueError(f"teacher_steps must be 1 or more, got {teacher_steps}")
+        self.teacher_steps = int(teacher_steps)
+        self.lead = dspy.Predict(intervention_signature(WriteFirstSteps, kind))
+        self.lead.set_lm(teacher_lm(teacher, "first_step"))
+        self.answer = dspy.Predict(intervention_signature(ContinueSolution, kind))
+
+    def forward(self, question: str, options: dict[str, str] | None = None):
+        inputs = answer_inputs(self.kind, question, options)
+        written = replied(self.lead, "steps", **inputs, config=step_config(1, self.teacher_steps, self.lead.lm))
+        given = render_steps(split_steps(written)[:self.teacher_steps])  # a server that ignored `stop` is cut here
+        prediction = self.answer(**inputs, steps_so_far=given)
+        return extended(prediction, reasoning=joined(given, prediction.reasoning), teacher_steps=given)
+
+
+class OnUncertaintyQA(TwoModelProgram):
+    """SMART-style intervention: the student writes one step at a time with token
+    log-probabilities; the policy (default: mean token probability under `threshold`, at most
+    `max_interventions` rewrites) decides which steps the teacher rewrites; the student goes on
+    from the corrected steps and answers. At most `max_steps` steps are written.
+
+    The prediction adds `step_confidences` (the student's score of each step it drafted, None
+    when its reply did not parse), `rewritten_steps` (step numbers the teacher wrote) and
+    `interventions`. A student backend without log-probabilities raises `LogprobsUnavailable`.
+    """
+
+    def __init__(self, kind: str = "numeric", teacher=None, threshold: float = 0.9, max_interventions: int = 3,
+                 policy: InterventionPolicy | None = None, max_steps: int = 12):
+        super().__init__(kind)
+        self.policy = policy if policy is not None else UncertaintyPolicy(float(threshold), int(max_interventions))
+        self.max_steps = int(max_steps)
+        self.step = dspy.Predict(intervention_signature(NextStep, kind))
+        self.rewrite = dspy.Predict(intervention_signature(NextStep, kind))
+        self.rewrite.set_lm(teacher_lm(teacher, "on_uncertainty"))
+        self.answer = dspy.Predict(intervention_signature(ContinueSolution, kind))
+
+    def forward(self, question: str, options: dict[str, str] | None = None):
+        inputs = answer_inputs(self.kind, question, options)
+        student = self.step.lm or dspy.settings.lm
+        require_logprobs(student)
+        steps, confidences, rewritten = [], [], []
+        for number in range(1, self.max_steps + 1):
+            step, confidence = self.drafted_step(student, inputs, steps, number)
+            confidences.append(confidence)
+            if self.policy.should_intervene(confidence, len(rewritten)):
+                rewritten.append(number)
+                step = leading_step(replied(self.rewrite, "next_step", **inputs, steps_so_far=render_steps(steps),
+                                          config=step_config(number, 1, self.rewrite.lm)))
+            if not step:
+                break
+            steps.append(step)
+            if is_final(step):
+                break
+        given = render_steps(steps)
+        prediction = self.answer(**inputs, steps_so_far=given)
+        return extended(prediction, reasoning=joined(given, prediction.reasoning), step_confidences=confidences,
+                        rewritten_steps=rewritten, interventions=len(rewritten))
+
+    def drafted_step(self, student, inputs: dict, steps: list[str], number: int) -> tuple[str, float | None]:
+        """The student's next step and its mean token probability (None: the reply did not parse)."""
+        try:
+            reply = self.step(**inputs, steps_so_far=render_steps(steps),
+                              config=step_config(number, 1, student, logprobs=True))
+        except AdapterParseError as error:
+            return leading_step(raw_text(error)), None
+        if not token_logprobs(reply.get("logprobs")):  # absent, or DSPy's empty list for a backend without them
+            raise LogprobsUnavailable(
+                f"{getattr(student, 'model', student)} returned no token log-probabilities, which on_uncertainty "
+                f"needs from the student. Serve it through an OpenAI-compatible server that returns them "
+                f"(a local/ model, vLLM, llama.cpp, Ollama's /v1 path).")
+        step = leading_step(reply.next_step)
+        return step, mean_probability(reply.logprobs, step)
+
+
+class TeacherCoTQA(TwoModelProgram):
+    """The teacher alone, reasoning then answering, with `cot`'s prompt: the ceiling."""
+
+    def __init__(self, kind: str = "numeric", teacher=None):
+        super().__init__(kind)
+        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=False))
+        self.answer.set_lm(teacher_lm(teacher, "teacher_cot"))
+
+    def forward(self, question: str, options: dict[str, str] | None = None):
+        return self.answer(**answer_inputs(self.kind, question, options))
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def teacher_lm(teacher, method: str):
+    """The teacher as a `dspy.LM`: given one, or built from a model string or `ModelSpec`."""
+    if teacher is None:
+        raise ValueError(f"{method} needs a teacher: make_program({method!r}, ..., teacher=make_lm(MODEL)), "
+                         f"or `instret eval --teacher MODEL`")
+    if isinstance(teacher, dspy.BaseLM):
+        return teacher
+    from instret.lm.models import make_lm
+
+    return make_lm(teacher)
+
+
+def replied(predictor, field: str, **kwargs) -> str:
+    """One text output of a step predictor; if its reply breaks the adapter's format, the
+    reply's own text (markers removed): steps are free text, and they are not worth a retry."""
+    try:
+        return predictor(**kwargs)[field] or ""
+    except AdapterParseError as error:
+        return raw_text(error)
+
+
+def raw_text(error: AdapterParseError) -> str:
+    return re.sub(r"\[\[ ## \w+ ## \]\]", "", str(error.lm_response or "")).strip()
+
+
+def leading_step(text: str | None) -> str:
+    steps = split_steps(text)
+    return steps[0] if steps else ""
+
+
+def joined(steps: str, rest: str | None) -> str:
+    return f"{steps}\n{rest}".strip() if rest else steps
+
+
+def extended(prediction: dspy.Prediction, **fields) -> dspy.Prediction:
+    """The final predictor's prediction plus the program's own fields, as a new prediction (as
+    `with_references` does: mutating the original would leak them into bootstrapped demos)."""
+    result = dspy.Prediction(**{**{key: prediction[key] for key in prediction.keys()}, **fields})
+    result._completions = prediction._completions
+    return result
+
+
+def variant(method: str) -> tuple[str, dict]:
+    """`first_step@2` -> ("first_step", {"teacher_steps": 2}); a plain name -> (name, {})."""
+    base, sep, value = method.partition("@")
+    if not sep:
+        return method, {}
+    if base not in VARIANTS:
+        raise ValueError(f"{method!r}: only {', '.join(f'{m}@<{o}>' for m, (o, _) in VARIANTS.items())} take a value")
+    option, kind = VARIANTS[base]
+    try:
+        return base, {option: kind(value)}
+    except ValueError:
+        raise ValueError(f"{method!r}: {option} must be a{'n integer' if kind is int else ' number'}, "
+                         f"got {value!r}") from None
+
+
+# --- factories (registered in programs/answering.py METHODS) --------------------------------
+
+def _quest_cot(corpus, kind, **_):
+    return QuestCoTQA(kind)
+
+
+def _first_step(corpus, kind, teacher=None, teacher_steps=None, **_):
+    return FirstStepQA(kind, teacher=teacher, teacher_steps=1 if teacher_steps is None else teacher_steps)
+
+
+def _on_uncertainty(corpus, kind, teacher=None, threshold=None, max_interventions=None, **_):
+    default = UncertaintyPolicy()
+    policy = UncertaintyPolicy(default.threshold if threshold is None else float(threshold),
+                               default.max_interventions if max_interventions is None else int(max_interventions))
+    return OnUncertaintyQA(kind, teacher=teacher, policy=policy)
+
+
+def _teacher_cot(corpus, kind, teacher=None, **_):
+    return TeacherCoTQA(kind, teacher=teacher)
+
+
+FACTORIES = {"quest_cot": _quest_cot, "first_step": _first_step, "on_uncertainty": _on_uncertainty,
+             "teacher_cot": _teacher_cot}
