@@ -7,7 +7,8 @@
 | `on_uncertainty` | `OnUncertaintyQA` | rewrites a step whose mean token probability is under τ, at most m per question | writes one step at a time, with log-probabilities, then answers |
 | `teacher_cot` | `TeacherCoTQA` | reasons and answers alone: the ceiling | none |
 
-    >>> program = make_program("first_step", kind="numeric", teacher=make_lm("local/qwen2.5-coder-1.5b"), teacher_steps=2)
+    >>> teacher = make_lm("local/qwen2.5-coder-1.5b")
+    >>> program = make_program("first_step", kind="numeric", teacher=teacher, teacher_steps=2)
     >>> with dspy.context(lm=make_lm("local/qwen2.5-coder-0.5b")):   # the student
     ...     program(question="Tom has 3 boxes of 12 pens ...").answer
 
@@ -26,6 +27,7 @@ compiling. The student reads the steps as prompt tokens; they are counted as suc
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 import dspy
 from dspy.utils.exceptions import AdapterParseError
@@ -42,6 +44,16 @@ from instret.signatures.intervention import (ContinueSolution, NextStep, Questio
 VARIANTS = {"first_step": ("teacher_steps", int), "on_uncertainty": ("threshold", float)}
 #: Methods whose student must return token log-probabilities.
 NEEDS_LOGPROBS = frozenset({"on_uncertainty"})
+
+
+@dataclass
+class WrittenSteps:
+    """What step-by-step writing produced: the steps, the student's confidence in each draft,
+    and the numbers of the steps the teacher rewrote."""
+
+    steps: list[str] = field(default_factory=list)
+    confidences: list[float | None] = field(default_factory=list)
+    rewritten: list[int] = field(default_factory=list)
 
 
 class TwoModelProgram(AnsweringProgram):
@@ -95,19 +107,19 @@ class FirstStepQA(TwoModelProgram):
 
 class OnUncertaintyQA(TwoModelProgram):
     """SMART-style intervention: the student writes one step at a time with token
-    log-probabilities; the policy (default: mean token probability under `threshold`, at most
-    `max_interventions` rewrites) decides which steps the teacher rewrites; the student goes on
-    from the corrected steps and answers. At most `max_steps` steps are written.
+    log-probabilities; `policy` (default `UncertaintyPolicy()`: mean token probability under
+    0.9, at most 3 rewrites) decides which steps the teacher rewrites; the student goes on from
+    the corrected steps and answers. At most `max_steps` steps are written.
 
     The prediction adds `step_confidences` (the student's score of each step it drafted, None
     when its reply did not parse), `rewritten_steps` (step numbers the teacher wrote) and
     `interventions`. A student backend without log-probabilities raises `LogprobsUnavailable`.
     """
 
-    def __init__(self, kind: str = "numeric", teacher=None, threshold: float = 0.9, max_interventions: int = 3,
-                 policy: InterventionPolicy | None = None, max_steps: int = 12):
+    def __init__(self, kind: str = "numeric", teacher=None, policy: InterventionPolicy | None = None,
+                 max_steps: int = 12):
         super().__init__(kind)
-        self.policy = policy if policy is not None else UncertaintyPolicy(float(threshold), int(max_interventions))
+        self.policy = policy if policy is not None else UncertaintyPolicy()
         self.max_steps = int(max_steps)
         self.step = dspy.Predict(intervention_signature(NextStep, kind))
         self.rewrite = dspy.Predict(intervention_signature(NextStep, kind))
@@ -116,25 +128,34 @@ class OnUncertaintyQA(TwoModelProgram):
 
     def forward(self, question: str, options: dict[str, str] | None = None):
         inputs = answer_inputs(self.kind, question, options)
+        written = self.write_steps(inputs)
+        given = render_steps(written.steps)
+        prediction = self.answer(**inputs, steps_so_far=given)
+        return extended(prediction, reasoning=joined(given, prediction.reasoning),
+                        step_confidences=written.confidences, rewritten_steps=written.rewritten,
+                        interventions=len(written.rewritten))
+
+    def write_steps(self, inputs: dict) -> WrittenSteps:
+        """The student drafts one step at a time; the policy hands the unsure ones to the teacher,
+        whose step replaces the draft in every later prompt. Ends at a step stating the final
+        answer, an empty step, or `max_steps`."""
         student = self.step.lm or dspy.settings.lm
         require_logprobs(student)
-        steps, confidences, rewritten = [], [], []
+        written = WrittenSteps()
         for number in range(1, self.max_steps + 1):
-            step, confidence = self.drafted_step(student, inputs, steps, number)
-            confidences.append(confidence)
-            if self.policy.should_intervene(confidence, len(rewritten)):
-                rewritten.append(number)
-                step = leading_step(replied(self.rewrite, "next_step", **inputs, steps_so_far=render_steps(steps),
-                                          config=step_config(number, 1, self.rewrite.lm)))
+            step, confidence = self.drafted_step(student, inputs, written.steps, number)
+            written.confidences.append(confidence)
+            if self.policy.should_intervene(confidence, len(written.rewritten)):
+                written.rewritten.append(number)
+                step = leading_step(replied(self.rewrite, "next_step", **inputs,
+                                            steps_so_far=render_steps(written.steps),
+                                            config=step_config(number, 1, self.rewrite.lm)))
             if not step:
                 break
-            steps.append(step)
+            written.steps.append(step)
             if is_final(step):
                 break
-        given = render_steps(steps)
-        prediction = self.answer(**inputs, steps_so_far=given)
-        return extended(prediction, reasoning=joined(given, prediction.reasoning), step_confidences=confidences,
-                        rewritten_steps=rewritten, interventions=len(rewritten))
+        return written
 
     def drafted_step(self, student, inputs: dict, steps: list[str], number: int) -> tuple[str, float | None]:
         """The student's next step and its mean token probability (None: the reply did not parse)."""
@@ -170,7 +191,7 @@ def teacher_lm(teacher, method: str):
     """The teacher as a `dspy.LM`: given one, or built from a model string or `ModelSpec`."""
     if teacher is None:
         raise ValueError(f"{method} needs a teacher: make_program({method!r}, ..., teacher=make_lm(MODEL)), "
-                         f"or `instret eval --teacher MODEL`")
+                         f"or --teacher MODEL on the command line")
     if isinstance(teacher, dspy.BaseLM):
         return teacher
     from instret.lm.models import make_lm
