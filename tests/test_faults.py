@@ -108,9 +108,9 @@ def test_persistent_faults_fail_their_items_counted_by_kind(server, tmp_path, ba
     assert all(server.faults.asked[item] == 2 for item in failed)  # bounded: num_retries=1 → two attempts
 
     # Answers with no fields are not LM failures: they are recorded, unparsed, after the recovery
-    # paths (JSON fallback, extractor, one format retry: four calls) found nothing.
+    # paths (extractor, a fresh sample, the JSON adapter: three calls) found nothing.
     recorded = {index[r["question_id"]]: r for r in lines(tmp_path / RESULTS)}
-    assert all(recorded[item]["recovery"] == "failed" and server.faults.asked[item] == 4 for item in (7, 8))
+    assert all(recorded[item]["recovery"] == "failed" and server.faults.asked[item] == 3 for item in (7, 8))
 
     # The run went on: every other item was answered and scored, and the summary counts the rest.
     assert report.answered_now == len(recorded) == N - len(failed)

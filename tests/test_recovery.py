@@ -19,7 +19,7 @@ from instret.programs import ChainOfThoughtQA
 from instret.evaluation.run import FAILURES, RESULTS, evaluate
 from instret.lm.models import ModelSpec, make_lm
 from instret.data.questions import Question
-from instret.lm.recovery import FORMAT_REMINDER, answer_with_recovery
+from instret.lm.recovery import RECOVERY_PATHS, answer_with_recovery
 
 
 def asks_json(request) -> bool:
@@ -35,23 +35,27 @@ def well_formed(answer) -> str:
     return chat_reply({"reasoning": "Add the two numbers.", "answer": answer})
 
 
+def sampled(request) -> bool:
+    """A fresh sample: instret's retry sets a temperature; the first request leaves it unset."""
+    return request.options.get("temperature") is not None
+
+
 # name: (what the model sends for a question whose answer is `a`, the path expected, LM calls)
 BEHAVIOURS = {
     "well_formed": (lambda request, a: as_json(a) if asks_json(request) else well_formed(a), "direct", 1),
     "prose_around_fields": (lambda request, a: f"Sure! Let me help.\n\n{well_formed(a)}\n\nHope this helps!",
                             "direct", 1),
-    "missing_answer_field": (lambda request, a: as_json(a) if asks_json(request)
-                             else chat_reply({"reasoning": "Add the two numbers."}), "adapter_fallback", 2),
-    "json_instead_of_fields": (lambda request, a: as_json(a), "adapter_fallback", 2),
-    "json_inside_prose": (lambda request, a: f"My output is {as_json(a)} as you asked.", "adapter_fallback", 2),
-    "json_in_answer_field": (lambda request, a: as_json(a) if asks_json(request)
-                             else well_formed(json.dumps({"value": a})), "adapter_fallback", 2),
     "answer_only_in_prose": (lambda request, a: f"Adding them up gives {a}, so the answer is {a}.",
-                             "lenient_extract", 2),
-    "fixed_by_format_reminder": (lambda request, a: well_formed(a) if FORMAT_REMINDER.strip() in request.user
-                                 else "I would rather talk about the weather.", "format_retry", 3),
-    "garbage": (lambda request, a: "asdf qwerty zxcv !!", "failed", 4),
-    "empty": (lambda request, a: "", "failed", 4),
+                             "lenient_extract", 1),
+    "json_instead_of_fields": (lambda request, a: as_json(a), "lenient_extract", 1),
+    "fixed_by_a_fresh_sample": (lambda request, a: well_formed(a) if sampled(request)
+                                else "I would rather talk about the weather.", "fresh_sample", 2),
+    "missing_answer_field": (lambda request, a: as_json(a) if asks_json(request)
+                             else chat_reply({"reasoning": "Add the two numbers."}), "json_adapter", 3),
+    "json_in_answer_field": (lambda request, a: as_json(a) if asks_json(request)
+                             else well_formed(json.dumps({"value": "some"})), "json_adapter", 3),
+    "garbage": (lambda request, a: "asdf qwerty zxcv !!", "failed", 3),
+    "empty": (lambda request, a: "", "failed", 3),
 }
 NAMES = list(BEHAVIOURS)
 PER_BEHAVIOUR = 2
@@ -110,7 +114,7 @@ def test_bad_outputs_never_stop_the_batch(batch):
 
 def test_summary_counts_each_path_per_model(batch):
     out_dir, report = batch
-    expected = Counter({path: 0 for path in ("direct", "adapter_fallback", "lenient_extract", "format_retry", "failed")})
+    expected = Counter({path: 0 for path in RECOVERY_PATHS if path != "truncated"})
     for _, path, _ in BEHAVIOURS.values():
         expected[path] += PER_BEHAVIOUR
     rows = json.loads((out_dir / "summary.json").read_text())

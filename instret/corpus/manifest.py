@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,12 +43,18 @@ class Manifest:
     #: For data without a train split (MMLU law): how the file was split and which questions
     #: were held out for evaluation, so evaluation can use exactly those.
     split: dict | None = None
+    #: How the teacher's guides came out: recovery paths, tokens, guides still failing (see
+    #: `instret.teaching.build.guide_writing`).
+    guide_writing: dict | None = None
     created_at: str = field(default_factory=now)
     updated_at: str = field(default_factory=now)
     format_version: int = FORMAT_VERSION
 
     def save(self, folder: str | Path) -> None:
-        atomic_write_text(Path(folder) / MANIFEST, json.dumps(asdict(self), indent=2) + "\n")
+        # Strict JSON, so jq and JavaScript read it: parameters such as HDBSCAN's
+        # cluster_selection_epsilon_max = inf are written as the strings "inf", "-inf", "nan".
+        text = json.dumps(strict_json(asdict(self)), indent=2, allow_nan=False)
+        atomic_write_text(Path(folder) / MANIFEST, text + "\n")
 
     @classmethod
     def load(cls, folder: str | Path) -> "Manifest":
@@ -66,3 +73,15 @@ class Manifest:
                 f"corpus {folder} was built with embedder {self.embedder_id!r} (dimension "
                 f"{self.embedder_dimension}), not {embedder_id!r}: its vectors are not comparable. "
                 f"Use --embedder {self.embedder_id} or build a new corpus in another folder.")
+
+
+def strict_json(value):
+    """`value` with every non-finite float replaced by its Python spelling ("inf", "-inf", "nan"),
+    which `float()` reads back; JSON itself has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: strict_json(inner) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(inner) for inner in value]
+    return value

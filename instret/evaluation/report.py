@@ -1,4 +1,11 @@
-"""Turn evaluation records into the per-method table, summary files and a bar chart."""
+"""Turn evaluation records into the per-method table, summary files and charts.
+
+Costs in the summary: mean tokens are over every row, a row served from DSPy's cache counting
+what its answer cost when it was produced (never 0); mean latency is over the rows produced in
+this run only (`timed`), since a cached row's latency is the cache's, not the model's. `cached`
+says how many rows came from the cache. Teacher tokens per question and the teacher's share of
+all tokens show what a two-model method paid the teacher.
+"""
 
 from __future__ import annotations
 
@@ -25,12 +32,21 @@ def summarize(records: list[dict], failures: dict[str, int] | None = None) -> li
         correct = sum(r["correct"] for r in answers.values())
         low, high = wilson_interval(correct, n)
         recoveries = Counter(r["recovery"] for r in answers.values())
+        rows_ = list(answers.values())
+        timed = [r["latency_s"] for r in rows_ if not r.get("cached")]
+        student_tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows_)
+        teacher_tokens = sum(r.get("teacher_prompt_tokens", 0) + r.get("teacher_completion_tokens", 0) for r in rows_)
         row = {"method": method, "student": student, "n": n, "correct": correct, "accuracy": correct / n,
                "ci_low": low, "ci_high": high,
-               "parse_failures": sum(r["parse_failed"] for r in answers.values()),
-               "mean_prompt_tokens": sum(r["prompt_tokens"] for r in answers.values()) / n,
-               "mean_completion_tokens": sum(r["completion_tokens"] for r in answers.values()) / n,
-               "mean_latency_s": sum(r["latency_s"] for r in answers.values()) / n,
+               "parse_failures": sum(r["parse_failed"] for r in rows_),
+               "truncated": recoveries.get("truncated", 0),
+               "hit_max_tokens": sum(bool(r.get("truncated")) for r in rows_),
+               "cached": sum(bool(r.get("cached")) for r in rows_),
+               "mean_prompt_tokens": sum(r["prompt_tokens"] for r in rows_) / n,
+               "mean_completion_tokens": sum(r["completion_tokens"] for r in rows_) / n,
+               "teacher_tokens_per_question": teacher_tokens / n,
+               "teacher_share": teacher_tokens / (teacher_tokens + student_tokens) if teacher_tokens else 0.0,
+               "timed": len(timed), "mean_latency_s": sum(timed) / len(timed) if timed else None,
                **{f"recovered_{path}": count for path, count in sorted(recoveries.items())}}
         row["parse_failure_rate"] = row["parse_failures"] / n
         for baseline in BASELINES:
@@ -49,8 +65,9 @@ def summarize(records: list[dict], failures: dict[str, int] | None = None) -> li
 
 def format_table(rows: list[dict]) -> str:
     """The table `instret eval` prints: one line per method and student."""
+    with_teacher = any(row.get("teacher_tokens_per_question") for row in rows)
     header = (f"{'method':<22}{'student':<24}{'n':>5}  {'accuracy [95% CI]':<24}{'vs zero-shot':>18}{'vs CoT':>18}"
-              f"{'parse fail':>11}{'tokens in/out':>15}{'latency':>9}")
+              f"{'parse fail':>11}{'tokens in/out':>15}{'latency':>9}" + (f"{'teacher tok/q':>15}" if with_teacher else ""))
     lines = [header]
     for row in rows:
         if "accuracy" not in row:
@@ -61,11 +78,24 @@ def format_table(rows: list[dict]) -> str:
                   for b in BASELINES]
         accuracy = f"{row['accuracy']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"
         tokens = f"{row['mean_prompt_tokens']:.0f}/{row['mean_completion_tokens']:.0f}"
+        latency = f"{row['mean_latency_s']:>8.2f}s" if row.get("mean_latency_s") is not None else f"{'cached':>9}"
+        teacher = (f"{row.get('teacher_tokens_per_question', 0):>8.0f} ({row.get('teacher_share', 0):.0%})"
+                   if with_teacher else "")
         lines.append(f"{row['method'][:21]:<22}{row['student'][:23]:<24}{row['n']:>5}  {accuracy:<24}"
                      f"{versus[0]:>18}{versus[1]:>18}{row['parse_failure_rate']:>11.1%}{tokens:>15}"
-                     f"{row['mean_latency_s']:>8.2f}s")
+                     f"{latency}{teacher:>15}")
     lines.extend(_recovery_lines(rows))
+    lines.extend(_cache_lines(rows))
     return "\n".join(lines)
+
+
+def _cache_lines(rows: list[dict]) -> list[str]:
+    answered = [row for row in rows if "accuracy" in row]
+    cached, total = sum(row.get("cached", 0) for row in answered), sum(row["n"] for row in answered)
+    if not cached:
+        return []
+    return [f"{cached} of {total} answers came from DSPy's cache: their tokens are what they cost when produced; "
+            f"latency is the mean over the {total - cached} produced in this run"]
 
 
 def _recovery_lines(rows: list[dict]) -> list[str]:
@@ -74,12 +104,17 @@ def _recovery_lines(rows: list[dict]) -> list[str]:
     for row in rows:
         counts = by_student.setdefault(row.get("student", ""), Counter())
         counts.update({k.removeprefix("recovered_"): v for k, v in row.items() if k.startswith("recovered_")})
+    capped: Counter = Counter()
+    for row in rows:
+        capped[row.get("student", "")] += row.get("hit_max_tokens", 0)
     return [f"output recovery for {student}: " + ", ".join(f"{path} {n}" for path, n in counts.most_common())
+            + (f"; {capped[student]} answers reached max_tokens" if capped[student] else "")
             for student, counts in by_student.items() if counts]
 
 
 def write_outputs(rows: list[dict], out_dir: Path) -> None:
-    """summary.json, summary.csv and accuracy.png, each replaced atomically."""
+    """summary.json, summary.csv, accuracy.png and (when a method used the teacher) teacher_cost.png,
+    each replaced atomically."""
     atomic_write_text(out_dir / "summary.json", json.dumps(rows, indent=2) + "\n")
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
@@ -87,7 +122,10 @@ def write_outputs(rows: list[dict], out_dir: Path) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out_dir / "summary.csv", buffer.getvalue())
-    _bar_chart([r for r in rows if "accuracy" in r], out_dir / "accuracy.png")
+    answered = [r for r in rows if "accuracy" in r]
+    _bar_chart(answered, out_dir / "accuracy.png")
+    if any(r.get("teacher_tokens_per_question") for r in answered):
+        _teacher_cost_chart(answered, out_dir / "teacher_cost.png")
 
 
 def _bar_chart(rows: list[dict], path: Path) -> None:
@@ -106,6 +144,31 @@ def _bar_chart(rows: list[dict], path: Path) -> None:
     axes.set_xticks(range(len(rows)), labels, fontsize=8)
     axes.set_ylabel("accuracy (95% CI)")
     axes.set_ylim(0, 1)
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    temporary.replace(path)
+
+
+def _teacher_cost_chart(rows: list[dict], path: Path) -> None:
+    """Accuracy against teacher tokens per question: one point per method (and student)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    several = len({r["student"] for r in rows}) > 1
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for row in rows:
+        x, y = row.get("teacher_tokens_per_question", 0.0), row["accuracy"]
+        axes.errorbar(x, y, yerr=[[y - row["ci_low"]], [row["ci_high"] - y]], fmt="o", capsize=4, color="#4c72b0")
+        label = f"{row['method']} ({row['student'][:16]})" if several else row["method"]
+        axes.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    axes.set_xlabel("teacher tokens per question")
+    axes.set_ylabel("accuracy (95% CI)")
+    axes.set_ylim(0, 1)
+    axes.set_xlim(left=0)
     figure.tight_layout()
     temporary = path.with_name(f".{path.name}.tmp.png")
     figure.savefig(temporary, dpi=110)

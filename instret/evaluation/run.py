@@ -8,6 +8,12 @@ Each finished item is appended to `results.jsonl` at once, so an interrupted run
 without asking any student a question it already answered. An item whose LM call failed
 (after DSPy's own bounded retries with backoff) is recorded in `failures.jsonl` with the
 kind of failure, counted in the summary, and asked again by the next run.
+
+Cost, per row: the student's tokens (`prompt_tokens`, `completion_tokens`) and, for methods with
+a teacher (`teacher=` the LM their teacher predictors were given), the teacher's
+(`teacher_prompt_tokens`, `teacher_completion_tokens`); see `instret.lm.calls.CallLog` for how
+calls are told apart. A row whose calls DSPy's cache served is marked `cached` and counts what
+the answer cost when it was produced; its latency is the cache's, so the summary leaves it out.
 """
 
 from __future__ import annotations
@@ -89,12 +95,17 @@ def held_out_questions(questions: Sequence[Question], corpus) -> list[Question]:
 
 
 def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, kind: str, out_dir: str | Path,
-             threads: int = 16, corpus=None, progress: bool = True) -> EvalReport:
-    """Answer every (method, student, question) not yet in `out_dir`, then summarize all of them."""
+             threads: int = 16, corpus=None, progress: bool = True, teacher=None) -> EvalReport:
+    """Answer every (method, student, question) not yet in `out_dir`, then summarize all of them.
+
+    `teacher`: the `dspy.LM` that two-model methods were built with (`make_program(...,
+    teacher=lm)`); its calls are counted as the teacher's, apart from the student's.
+    """
     import dspy
     from tqdm.auto import tqdm
 
     from instret.evaluation.report import summarize, write_outputs
+    from instret.lm.calls import CallLog
     from instret.lm.recovery import answer_with_recovery
     from instret.data.scoring import score_answer
 
@@ -115,7 +126,8 @@ def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, ki
         started = time.perf_counter()
         try:
             with dspy.context(lm=students[student]):
-                attempt = answer_with_recovery(methods[method], kind, question.text, question.options)
+                attempt = answer_with_recovery(methods[method], kind, question.text, question.options,
+                                               log=CallLog(teacher=teacher, student=students[student]))
         except Exception as error:  # one failing item never stops the run
             kind_of_failure = failure_kind(error)
             failures.append({**base, "failure_kind": kind_of_failure, "error": f"{type(error).__name__}: {error}"[:500],
@@ -124,11 +136,15 @@ def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, ki
                 report.failures[kind_of_failure] = report.failures.get(kind_of_failure, 0) + 1
             return
         scored = score_answer(kind, attempt.answer, question.answer)
+        student_tokens, teacher_tokens = attempt.tokens("student"), attempt.tokens("teacher")
+        # A reply cut by max_tokens is counted as truncated, not as a parse failure.
+        parse_failed = attempt.path == "failed" or (scored.parse_failed and attempt.path != "truncated")
         results.append({**base, "answer": attempt.answer, "parsed": scored.parsed, "correct": scored.correct,
-                        "parse_failed": scored.parse_failed or attempt.path == "failed",
-                        "recovery": attempt.path, "lm_calls": attempt.lm_calls,
-                        "outputs": _outputs(attempt), "prompt_tokens": attempt.usage.get("prompt_tokens", 0),
-                        "completion_tokens": attempt.usage.get("completion_tokens", 0),
+                        "parse_failed": parse_failed, "recovery": attempt.path, "lm_calls": attempt.lm_calls,
+                        "cached": attempt.cached_calls > 0, "cached_calls": attempt.cached_calls,
+                        "truncated": attempt.truncated, "outputs": _outputs(attempt), **student_tokens,
+                        "teacher_prompt_tokens": teacher_tokens["prompt_tokens"],
+                        "teacher_completion_tokens": teacher_tokens["completion_tokens"],
                         "latency_s": round(time.perf_counter() - started, 4)})
         with lock:
             report.answered_now += 1
@@ -158,7 +174,11 @@ def _key(method: str, student: str, question: Question) -> str:
 
 
 def _outputs(attempt) -> dict:
-    if attempt.prediction is None:
-        return {"raw": attempt.raw}
-    return {name: value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-            for name, value in attempt.prediction.items()}
+    """The parsed fields, or the raw reply; plus every earlier reply that did not parse."""
+    outputs = {"raw": attempt.raw} if attempt.prediction is None else {
+        name: value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        for name, value in attempt.prediction.items()}
+    if attempt.replies:
+        outputs["unparsed_replies"] = [{"step": r.step, "raw": r.raw, "error": r.error, "truncated": r.truncated}
+                                       for r in attempt.replies]
+    return outputs

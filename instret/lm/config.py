@@ -12,6 +12,9 @@
 
 Environment variables `INSTRET_TEACHER`, `INSTRET_STUDENT`, `INSTRET_EMBEDDER` (and
 `..._API_BASE`) override the file; CLI flags override both.
+
+Teacher and student always have a `max_tokens`: the file's, a flag's (`--max-tokens`,
+`--teacher-max-tokens`), else the role's default in `instret.lm.spec.DEFAULT_MAX_TOKENS`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from instret.lm.spec import ModelSpec, backend_of
+from instret.lm.spec import ModelSpec, backend_of, with_role_cap
 
 DEFAULT_TEACHER = "ollama_chat/qwen2.5:14b"
 DEFAULT_STUDENT = "ollama_chat/qwen2.5:3b"
@@ -43,7 +46,8 @@ class Settings:
 
 
 def load_settings(path: str | os.PathLike | None = None, *, env=None, **flags) -> Settings:
-    """Read settings; `flags` are `teacher=`, `student=`, `embedder=` and `<role>_api_base=`.
+    """Read settings; `flags` are `teacher=`, `student=`, `embedder=`, `<role>_api_base=` and
+    `<role>_max_tokens=`.
 
     The file is `path`, else `$INSTRET_CONFIG`, else `./instret.toml` when present.
     """
@@ -63,7 +67,9 @@ def load_settings(path: str | os.PathLike | None = None, *, env=None, **flags) -
             if model and backend_of(model) != backend_of(section["model"]):
                 section.pop("api_base", None)  # an Ollama URL from the file means nothing to another backend
             section.update({key: value for key, value in (("model", model), ("api_base", api_base)) if value})
-        specs[role] = ModelSpec(**section)
+        if flags.get(f"{role}_max_tokens") is not None:
+            section["max_tokens"] = int(flags[f"{role}_max_tokens"])
+        specs[role] = with_role_cap(ModelSpec(**section), role)
     return Settings(**specs, source=str(path) if path else None)
 
 

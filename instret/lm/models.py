@@ -17,7 +17,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 
 from instret.lm.spec import (DEFAULT_OLLAMA_BASE, MAX_RETRY_WAIT, PLACEHOLDER_KEY, ModelSpec,  # noqa: F401
-                             as_spec, backend_of, is_secret_setting, needs_placeholder_key)
+                             as_spec, backend_of, is_secret_setting, needs_placeholder_key, stop_sequences)
 
 
 def make_lm(model: "str | ModelSpec", **overrides):
@@ -32,6 +32,8 @@ def make_lm(model: "str | ModelSpec", **overrides):
     import dspy
 
     spec = as_spec(model, **overrides)
+    if stops := stop_sequences(spec):  # end a reply at DSPy's end-of-reply marker (see stop_sequences)
+        spec = replace(spec, extra={**spec.extra, "stop": stops})
     hide_in_logs(spec)
     register_self_hosted(spec)
     if len(spec.endpoints) > 1 or spec.retry_backoff is not None:

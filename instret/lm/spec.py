@@ -93,6 +93,49 @@ def as_spec(model: "str | ModelSpec", **overrides) -> ModelSpec:
     return spec.with_overrides(**overrides)
 
 
+#: What each role may generate at most (max_tokens), unless its config or a flag says otherwise.
+#: Sized from reference outputs, counted with cl100k plus one token per digit (as Qwen2.5 counts):
+#: - student: a chain-of-thought reply in DSPy's field format. GSM8K worked solutions: median 125,
+#:   p99 302, max 467 tokens; MATH test solutions: median 171, p99 978. 1024 holds a MATH p99
+#:   solution and twice the longest GSM8K one, and stops a looping 0.5B after ~45 s (23 tokens/s)
+#:   instead of the 2,800 tokens it once ran to.
+#: - teacher: one guide as JSON; a concise one (2-3 sentences, 3-6 steps) is ~300 tokens, a
+#:   detailed one (5-10 steps) under 1,000.
+#: - guidance: a plan of the solution (understanding + decomposition, no arithmetic), about half
+#:   a worked solution: MATH p99 978 / 2 < 768.
+#: - first_step: the opening of a solution. GSM8K first lines: p99 61, max 114 tokens; MATH first
+#:   paragraphs: median 109, p90 280; 384 holds those with headroom.
+DEFAULT_MAX_TOKENS = {"student": 1024, "teacher": 2000, "guidance": 768, "first_step": 384}
+
+
+def with_role_cap(spec: ModelSpec, role: str) -> ModelSpec:
+    """`spec` with its role's default `max_tokens` when it sets none (see `DEFAULT_MAX_TOKENS`)."""
+    if spec.max_tokens is not None or role not in DEFAULT_MAX_TOKENS:
+        return spec
+    return replace(spec, max_tokens=DEFAULT_MAX_TOKENS[role])
+
+
+#: DSPy's ChatAdapter ends every reply with this marker. Small models often go on past it (a new
+#: made-up turn, the same fields again) until the token cap; a server told to stop there returns
+#: the reply without the marker, which the adapter does not need.
+END_OF_REPLY = "[[ ## completed ## ]]"
+
+
+def stop_sequences(spec: ModelSpec) -> list[str]:
+    """Stop sequences instret adds to a spec's requests: the end-of-reply marker, for self-hosted
+    OpenAI-compatible servers only (llama.cpp, vLLM, LM Studio all honour `stop`).
+
+    Not for Ollama: a request's `stop` replaces the Modelfile's own stop list. Not for hosted
+    providers: they do not loop like a 0.5B model, and some cap the number of stop sequences.
+    No repetition penalty is added anywhere: it also penalizes the digits and field headers a
+    correct answer must repeat (llama.cpp's DRY sampler counts the prompt's `[[ ## answer ## ]]`
+    as a repeat), and Ollama already applies its own default `repeat_penalty` of 1.1.
+    """
+    if spec.backend != "openai" or not spec.endpoints or "stop" in spec.extra:
+        return []
+    return [END_OF_REPLY]
+
+
 PLACEHOLDER_KEY = "not-needed"
 
 

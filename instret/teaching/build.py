@@ -44,6 +44,8 @@ class BuildReport:
     leaky_guides: dict[str, list[str]]
     teacher_problem: str | None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: The teacher's guide writing over every guide of the corpus (see `guide_writing`).
+    guide_writing: dict = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -61,7 +63,9 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     from instret.lm.models import ModelSpec, as_spec, make_lm
     from instret.programs import GuideWriter
     from instret.lm.ollama_models import server_problem
-    from instret.teaching.writing import TeachingReport, sample_questions, teaching_inputs, write_guides
+    from instret.lm.spec import with_role_cap
+    from instret.teaching.writing import (FAILED_GUIDES, TeachingReport, sample_questions, teaching_inputs,
+                                          write_guides)
 
     if style not in ("concise", "detailed"):
         raise ValueError(f"style must be 'concise' or 'detailed', not {style!r}")
@@ -72,7 +76,8 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     if (folder / MANIFEST).exists():
         Manifest.load(folder).check_embedder(embedder.id, folder)
     builder = builder if builder is not None else CorpusBuilder(embedder=embedder)
-    teacher = as_spec(teacher) if isinstance(teacher, str) else teacher
+    if isinstance(teacher, (str, ModelSpec)):  # a dspy.LM is used as given
+        teacher = with_role_cap(as_spec(teacher), "teacher")
     cached = CachedEmbedder(embedder, EmbeddingCache(folder / EMBEDDINGS))
     seconds: dict[str, float] = {}
 
@@ -89,6 +94,7 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     vectors_by_id = dict(zip((q.id for q in questions), vectors))
     samples = {c.id: sample_questions(c, questions_by_id, vectors_by_id, examples_per_guide) for c in clusters}
     journal = Journal(folder / JOURNAL, key="guide_id")
+    failed_guides = Journal(folder / FAILED_GUIDES, key="guide_id")
     missing = [c for c in clusters if c.id not in journal.read()]
     problem = server_problem(teacher) if missing and check_teacher else None
     teaching = TeachingReport()
@@ -97,12 +103,13 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
         teacher = _fit_context(teacher, writer, [teaching_inputs(samples[c.id], domain, style) for c in missing])
         teaching = write_guides(clusters, samples, writer=writer, teacher_lm=make_lm(teacher) if isinstance(
             teacher, ModelSpec) else teacher, journal=journal, domain=domain, style=style, threads=threads,
-            progress=progress)
+            progress=progress, failures=failed_guides)
         problem = teaching.stopped_because
     seconds["write_guides"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     finished = journal.read()
+    writing = guide_writing(finished, failed_guides, clusters, teacher)
     stored = [StoredGuide(id=c.id, guide=_guide(finished[c.id]), question_ids=c.question_ids, centroid=c.centroid,
                           cluster_label=c.label) for c in clusters if c.id in finished]
     _store(GuideStore.open(store_url or folder / CHROMA, name=_store_name(folder)), stored, cached,
@@ -117,7 +124,8 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
         sources=[{"path": str(s), "sha256": file_sha256(s)} for s in sources],
         question_ids=[q.id for q in questions],
         store={"url": store_url, "name": _store_name(folder)} if store_url else {"path": CHROMA, "name": _store_name(folder)},
-        n_guides=len(stored), n_clusters=len(clusters), complete=len(stored) == len(clusters), split=split)
+        n_guides=len(stored), n_clusters=len(clusters), complete=len(stored) == len(clusters), split=split,
+        guide_writing=writing)
     if (folder / MANIFEST).exists():
         manifest.created_at = Manifest.load(folder).created_at
     manifest.save(folder)
@@ -126,7 +134,26 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
         folder=str(folder), n_questions=len(questions), n_clusters=len(clusters), outlier_fraction=outlier_fraction,
         n_embedded=cached.n_embedded, n_embeddings_from_cache=cached.n_from_cache, clustering_reused=reused,
         guides_written=len(teaching.written), guides_reused=len(stored) - len(teaching.written),
-        failures=teaching.failed, leaky_guides=teaching.leaky, teacher_problem=problem, stage_seconds=seconds)
+        failures=teaching.failed, leaky_guides=teaching.leaky, teacher_problem=problem, stage_seconds=seconds,
+        guide_writing=writing)
+
+
+def guide_writing(finished: dict[str, dict], failed: Journal, clusters: list[Cluster], teacher) -> dict:
+    """How the teacher's guides came out, over every guide of the corpus: recovery paths (guides
+    still missing count under the path they last failed with), teacher tokens, guides whose
+    replies came from DSPy's cache, and where unparsed replies are kept."""
+    from collections import Counter
+
+    ids = {c.id for c in clusters}
+    done = [record for guide_id, record in finished.items() if guide_id in ids]
+    missing = [record for guide_id, record in failed.read().items() if guide_id in ids and guide_id not in finished]
+    recovery = Counter(record.get("recovery", "unrecorded") for record in done + missing)
+    return {"teacher": _public_teacher(teacher).get("model"), "guides": len(done), "failed": len(missing),
+            "recovery": dict(sorted(recovery.items())),
+            "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in done + missing),
+            "completion_tokens": sum(r.get("completion_tokens", 0) for r in done + missing),
+            "cached_guides": sum(bool(r.get("cached_calls")) for r in done),
+            "failed_guides_file": failed.path.name if missing else None}
 
 
 def _embed_questions(cached: CachedEmbedder, questions: Sequence[Question], progress: bool) -> np.ndarray:
