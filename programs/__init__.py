@@ -3,6 +3,8 @@
 from instret.programs.answering import (METHODS, ChainOfThoughtQA, GenericGuideQA, InstructionRetrievalQA,
                                         PassageRAGQA, ZeroShotQA, make_program)
 from instret.programs.guide_writer import GuideWriter
+from instret.programs.intervention import FirstStepQA, OnUncertaintyQA, QuestCoTQA, TeacherCoTQA
 
 __all__ = ["GuideWriter", "InstructionRetrievalQA", "ZeroShotQA", "ChainOfThoughtQA", "PassageRAGQA",
-           "GenericGuideQA", "METHODS", "make_program"]
+           "GenericGuideQA", "QuestCoTQA", "FirstStepQA", "OnUncertaintyQA", "TeacherCoTQA", "METHODS",
+           "make_program"]

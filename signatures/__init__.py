@@ -2,5 +2,8 @@
 
 from instret.signatures.answering import answer_signature
 from instret.signatures.guide_writing import WriteClusterGuide
+from instret.signatures.intervention import (ContinueSolution, NextStep, QuestionFirstSolution, WriteFirstSteps,
+                                             intervention_signature)
 
-__all__ = ["WriteClusterGuide", "answer_signature"]
+__all__ = ["WriteClusterGuide", "answer_signature", "WriteFirstSteps", "NextStep", "ContinueSolution",
+           "QuestionFirstSolution", "intervention_signature"]
