@@ -213,7 +213,7 @@ def test_a_teacher_step_stands_in_the_prompt_of_every_later_student_step(server)
 def test_ollama_student_gets_the_clear_error_before_any_call(server):
     program = make_program("on_uncertainty", kind="numeric", teacher=lm(server, "teacher"))
     ollama = make_lm(ModelSpec("ollama_chat/student", api_base=server.url, extra=FAST))
-    with dspy.context(lm=ollama), pytest.raises(LogprobsUnavailable, match=r"openai/student@http://.*:11434/v1"):
+    with dspy.context(lm=ollama), pytest.raises(LogprobsUnavailable, match=r"openai/student --student-api-base http://.*:11434/v1"):
         program(question=QUESTION)
     assert server.hits["/api/chat"] == 0 and server.hits["/v1/chat/completions"] == 0
 

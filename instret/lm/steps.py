@@ -93,7 +93,8 @@ def require_logprobs(lm, method: str = "on_uncertainty") -> None:
         raise LogprobsUnavailable(
             f"{method} needs token log-probabilities from the student, and {model} (litellm's Ollama "
             f"client) does not return them. Use that server's OpenAI-compatible path instead: "
-            f"--student openai/{name}@http://<ollama host>:11434/v1 (or a local/, vLLM or llama.cpp model).")
+            f"--student openai/{name} --student-api-base http://<ollama host>:11434/v1 (or a local/, vLLM or "
+            f"llama.cpp model).")
 
 
 def token_logprobs(logprobs) -> list[tuple[str, float]]:
