@@ -90,6 +90,7 @@ def _program(method: str, corpus, kind: str, args, compiled: str | None = None):
 
 def _answer(args) -> int:
     import dspy
+    from dspy.utils.exceptions import LMError
 
     from instret.lm.models import make_lm
     from instret.data.scoring import kind_of
@@ -99,8 +100,14 @@ def _answer(args) -> int:
     kind = args.kind or ("choice" if options else kind_of(corpus.manifest.domain) if corpus else "numeric")
     settings = _settings(args)
     program = _program(args.method, corpus, kind, args, args.program)
-    with dspy.context(lm=make_lm(settings.student)):
-        prediction = program(question=args.question, options=options)
+    if not _models_ready([("student", settings.student)]):
+        return 1
+    try:
+        with dspy.context(lm=make_lm(settings.student)):
+            prediction = program(question=args.question, options=options)
+    except LMError as error:  # e.g. a hosted provider, which no probe checks
+        print(f"instret: error: the student {settings.student.model} did not answer: {error}", file=sys.stderr)
+        return 1
     ids = list(prediction.get("reference_ids") or [])
     if ids:
         titles = {g.id: g.guide.title for g in corpus.guides()} if corpus else {}
@@ -137,16 +144,13 @@ def _eval(args) -> int:
     from instret.evaluation.report import format_table
     from instret.evaluation.run import evaluate
     from instret.lm.models import make_lm
-    from instret.lm.ollama_models import ensure_models_present
 
     corpus = _open_corpus(args)
     questions, kind = _test_questions(args, corpus)
     settings = _settings(args)
     specs = [_student_spec(item, args.student_api_base) for item in args.students.split(",")] if args.students \
         else [settings.student]
-    problems = ensure_models_present({f"student {spec.model}": spec for spec in specs})
-    if problems:  # before a long run, not at question 1
-        print("\n".join(f"instret: {problem}" for problem in problems), file=sys.stderr)
+    if not _models_ready([("student", spec) for spec in specs]):  # before a long run, not at question 1
         return 1
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     compiled = dict(item.split("=", 1) for item in args.program)
@@ -191,6 +195,8 @@ def _fit_context(spec, programs: dict, questions, sample: int = 20):
 
 
 def _compile(args) -> int:
+    import dspy
+
     from instret.cli.inputs import load_data
     from instret.lm.config import DEFAULT_TEACHER
     from instret.lm.models import ModelSpec, make_lm
@@ -206,11 +212,69 @@ def _compile(args) -> int:
     named = settings.teacher != ModelSpec(DEFAULT_TEACHER)
     teacher = make_lm(settings.teacher) if args.optimizer != "bootstrap" and named else None
     program = _program(args.method, corpus, kind, args)
-    compiled = compile_program(program, trainset_from(questions), kind=kind, optimizer=args.optimizer,
-                               student=make_lm(settings.student), teacher=teacher)
+    if not _models_ready([("student", settings.student)] + ([("teacher", settings.teacher)] if teacher else [])):
+        return 1
+    runs = _RunsOf(type(program))
+    with dspy.context(callbacks=[*dspy.settings.callbacks, runs.callback()]):
+        compiled = compile_program(program, trainset_from(questions), kind=kind, optimizer=args.optimizer,
+                                   student=make_lm(settings.student), teacher=teacher)
+    if runs.failed and not runs.succeeded:
+        print(f"instret: error: nothing was compiled: all {runs.failed} runs of the program failed, the last "
+              f"with: {runs.last_error}", file=sys.stderr)
+        return 1
     folder = Path(args.corpus) / "compiled" if args.corpus else Path("compiled")
     default = folder / f"{args.method}--{settings.student.model.replace('/', '-').replace(':', '-')}.json"
     path = save_program(compiled, args.output or default)
     print(f"wrote {path}; run it with `instret eval ... --program {args.method}={path}` "
           f"or program.load({str(path)!r}) in Python")
     return 0
+
+
+def _models_ready(named) -> bool:
+    """Probe each (role, spec) before any question is asked; print each problem with its fix.
+
+    The role ("student", "teacher") names the settings in the fix: [student] in instret.toml,
+    INSTRET_STUDENT_API_BASE."""
+    from instret.lm.ollama_models import ensure_models_present
+
+    problems = list(dict.fromkeys(p for role, spec in named for p in ensure_models_present({role: spec})))
+    for problem in problems:
+        print(f"instret: {problem}", file=sys.stderr)
+    return not problems
+
+
+class _RunsOf:
+    """Counts how the runs of a program (and of the copies optimizers make) ended, through a DSPy
+    callback: an optimizer logs and skips every failed example, so only this shows that all failed."""
+
+    def __init__(self, program_type: type):
+        import threading
+
+        self.program_type = program_type
+        self.succeeded = self.failed = 0
+        self.last_error: BaseException | None = None
+        self._open: set[str] = set()
+        self._lock = threading.Lock()
+
+    def callback(self):
+        from dspy.utils.callback import BaseCallback
+
+        runs = self
+
+        class Counting(BaseCallback):
+            def on_module_start(self, call_id, instance, inputs):
+                if isinstance(instance, runs.program_type):
+                    with runs._lock:
+                        runs._open.add(call_id)
+
+            def on_module_end(self, call_id, outputs, exception=None):
+                with runs._lock:
+                    if call_id not in runs._open:
+                        return
+                    runs._open.discard(call_id)
+                    if exception is None:
+                        runs.succeeded += 1
+                    else:
+                        runs.failed, runs.last_error = runs.failed + 1, exception
+
+        return Counting()

@@ -11,8 +11,13 @@ def add_data_options(parser) -> None:
 
 
 def load_data(paths, args):
-    """A `LoadReport` for `paths`, read with the command's --format, --field and --skip-bad-rows."""
-    from instret.data.loaders import load_questions, parse_field_mapping
+    """A `LoadReport` for `paths`, read with the command's --format, --field and --skip-bad-rows.
 
-    return load_questions(paths, format=args.format, fields=parse_field_mapping(args.field) if args.field else None,
-                          skip_bad_rows=args.skip_bad_rows)
+    Mistakes in those options are reported in the command line's terms (`--field text=COLUMN`),
+    naming the files they were for."""
+    from instret.data.loaders import InputError, load_questions
+
+    try:
+        return load_questions(paths, format=args.format, fields=args.field or None, skip_bad_rows=args.skip_bad_rows)
+    except InputError as error:
+        raise ValueError(error.cli_message) from None

@@ -31,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from instret import __version__  # the package's __init__ only sets environment defaults: cheap
+
     parser = argparse.ArgumentParser(prog="instret", description=__doc__.split(".")[0] + ".")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", help="TOML file naming teacher, student and embedder (default: ./instret.toml)")
     commands = parser.add_subparsers(title="commands")
     corpus = commands.add_parser("corpus", help="build and inspect instruction corpora").add_subparsers(title="corpus commands")
@@ -61,12 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--no-progress", action="store_true")
     build.set_defaults(run=_build)
 
-    show = corpus.add_parser("show", help="list clusters: size, guide title, three member questions")
+    show = corpus.add_parser("show", help="list every cluster: size, guide title (or none yet), typical questions")
     show.add_argument("corpus")
     show.add_argument("--examples", type=int, default=3)
     show.set_defaults(run=_show)
 
-    draw = corpus.add_parser("map", help="draw the questions in 2-D, coloured by cluster, labelled with guide titles")
+    draw = corpus.add_parser("map", help="draw the questions in 2-D by cluster, labelled with guide titles "
+                                         "(or each cluster's most telling words)")
     draw.add_argument("corpus")
     draw.add_argument("-o", "--output", default="map.png")
     draw.set_defaults(run=_map)

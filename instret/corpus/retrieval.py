@@ -44,6 +44,8 @@ class _CorpusSearch(dspy.Module):
 
     def __init__(self, corpus: Corpus | str | Path, k: int = 2, embedder=None):
         super().__init__()
+        if isinstance(corpus, Corpus):  # refuse now, not once per question inside a run or an optimizer
+            corpus.require_guides()
         self.corpus = corpus
         self.k = k
         self.embedder = embedder
@@ -61,6 +63,7 @@ class _CorpusSearch(dspy.Module):
             if opened.corpus is None:
                 self._check()
                 corpus = self.corpus if isinstance(self.corpus, Corpus) else Corpus.open(self.corpus)
+                corpus.require_guides()
                 # Vectors are only comparable with the embedder the corpus was built with.
                 embedder = make_embedder(self.embedder if self.embedder is not None else corpus.manifest.embedder_id)
                 corpus.manifest.check_embedder(embedder.id, corpus.folder)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from instret.data.formats import (ROW, RowProblem, _custom, _gsm8k, _headqa, _ma
                              _svamp, last_boxed)
 from instret.data.questions import Question, merge_duplicates
 
-__all__ = ["FORMATS", "BadRowError", "LoadReport", "load_questions", "detect_format",
+__all__ = ["FORMATS", "BadRowError", "InputError", "LoadReport", "load_questions", "detect_format",
            "parse_field_mapping", "holdout_split", "last_boxed"]
 
 FORMATS = ("gsm8k", "math", "svamp", "medqa", "headqa", "mmlu", "jsonl", "csv")
@@ -35,6 +36,18 @@ class BadRowError(ValueError):
     def __init__(self, path, line: int, field: str, reason: str):
         self.path, self.line, self.field, self.reason = str(path), line, field, reason
         super().__init__(f"{self.path}:{line}: field '{field}': {reason}")
+
+
+class InputError(ValueError):
+    """The files and the options describing them do not fit together; the message names the files.
+
+    `cli_message` says the same in the command line's terms (`--format`, `--field text=COLUMN`)
+    where the message speaks Python's (`format=`, `fields={...}`).
+    """
+
+    def __init__(self, message: str, cli_message: str | None = None):
+        super().__init__(message)
+        self.cli_message = cli_message or message
 
 
 class _MappingError(BadRowError):
@@ -60,19 +73,39 @@ def _jsonl_records(path: Path):
             if not raw.strip():
                 continue
             try:
-                yield line, json.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                yield line, RowProblem(ROW, f"invalid JSON: {error}")
+                # Without its line break, an unclosed string reads as "Unterminated string", not
+                # as an "Invalid control character" (the break) inside it.
+                yield line, json.loads(raw.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n").decode("utf-8"))
+            except UnicodeDecodeError as error:
+                yield line, RowProblem(ROW, f"invalid UTF-8 at byte {error.start + 1}: {error.reason}")
+            except json.JSONDecodeError as error:  # its own "line 1" would be a second, wrong line number
+                yield line, RowProblem(ROW, _json_problem(error, line=False))
+
+
+def _json_problem(error: json.JSONDecodeError, line: bool) -> str:
+    """The parser's own words and where: 'invalid JSON: Expecting value at column 9'."""
+    where = f"line {error.lineno} column {error.colno}" if line else f"column {error.colno}"
+    return f"invalid JSON: {error.msg}{'' if error.msg.endswith(' at') else ' at'} {where}"
+
+
+def _read_text(path: Path) -> str:
+    """A whole file as text; bytes that are not UTF-8 are reported with their line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise BadRowError(path, data.count(b"\n", 0, error.start) + 1, ROW,
+                          f"invalid UTF-8 at byte {error.start + 1}: {error.reason}") from None
 
 
 def _csv_rows(path: Path):
     """(line where the record starts, cells); quoted cells may span lines (MMLU jurisprudence_val)."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader, start = csv.reader(handle), 1
-        for row in reader:
-            if any(cell.strip() for cell in row):  # MMLU quoted cells hold Windows "\r\n" breaks
-                yield start, [cell.replace("\r\n", "\n") for cell in row]
-            start = reader.line_num + 1
+    # Decoded whole first, so a byte that is not UTF-8 is reported on its own line.
+    reader, start = csv.reader(io.StringIO(_read_text(path), newline="")), 1
+    for row in reader:
+        if any(cell.strip() for cell in row):  # MMLU quoted cells hold Windows "\r\n" breaks
+            yield start, [cell.replace("\r\n", "\n") for cell in row]
+        start = reader.line_num + 1
 
 
 def _csv_records(path: Path, fields: dict[str, str]):
@@ -84,7 +117,7 @@ def _csv_records(path: Path, fields: dict[str, str]):
         for column in _option_columns(spec) if name == "options" else [spec]:
             if column not in header:
                 raise _MappingError(path, header_line, column,
-                                    f"fields maps {name!r} to {column!r}, not in the header {header}")
+                                    f"no column {column!r} (given for {name!r}) in the header {header}")
     for line, row in rows:
         if len(row) != len(header):
             yield line, RowProblem(ROW, f"expected {len(header)} columns as in the header, not {len(row)}")
@@ -94,7 +127,7 @@ def _csv_records(path: Path, fields: dict[str, str]):
 
 def _json_array_elements(path: Path):
     """(line of the element's first character, element) for a JSON array file like SVAMP.json."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = _read_text(path)
     decoder, position = json.JSONDecoder(), _JSON_SPACE.match(text).end()
     if not text.startswith("[", position):
         raise BadRowError(path, 1, ROW, "expected a JSON array")
@@ -106,8 +139,7 @@ def _json_array_elements(path: Path):
         try:
             element, position = decoder.raw_decode(text, position)
         except json.JSONDecodeError as error:  # report the element, and where inside it JSON broke
-            raise BadRowError(path, line, ROW, f"invalid JSON: {error.msg} "
-                              f"(line {error.lineno} column {error.colno})") from None
+            raise BadRowError(path, line, ROW, _json_problem(error, line=True)) from None
         yield line, element
         position = _JSON_SPACE.match(text, position).end()
         if text.startswith(",", position):
@@ -119,9 +151,9 @@ def _json_array_elements(path: Path):
 
 def _load_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
+        return json.loads(_read_text(path))
     except json.JSONDecodeError as error:
-        raise BadRowError(path, error.lineno, ROW, f"invalid JSON: {error.msg}") from None
+        raise BadRowError(path, error.lineno, ROW, _json_problem(error, line=False)) from None
 
 
 def _headqa_items(path: Path):
@@ -175,20 +207,19 @@ def detect_format(path) -> str:
     path = Path(path)
     with open(path, "rb") as handle:
         head = handle.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
-    how = f"pass format= (one of {FORMATS}) and, for your own files, fields={{'text': ...}}"
     if not head:
-        raise ValueError(f"{path} is empty; cannot tell its format")
+        raise InputError(f"{path} is empty; cannot tell its format")
     if head.startswith(b"["):
         _, first = next(_json_array_elements(path), (1, None))
         if isinstance(first, dict) and {"Body", "Question", "Answer"} <= first.keys():
             return "svamp"
-        raise ValueError(f"{path} is a JSON array but not SVAMP; write it as JSON lines and {how}")
+        raise _unknown_format(f"{path} is a JSON array but not SVAMP; write it as JSON lines and")
     record = _first_json_line(path)
     if record is None and head.startswith(b"{"):  # a pretty-printed whole-file object?
         try:
             record = json.loads(path.read_text(encoding="utf-8-sig"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ValueError(f"cannot tell the format of {path}: its first line is not JSON; {how}") from None
+            raise _unknown_format(f"cannot tell the format of {path}: its first line is not JSON;") from None
     if isinstance(record, dict):
         if "exams" in record:
             return "headqa"
@@ -205,28 +236,45 @@ def detect_format(path) -> str:
             return "mmlu"
         if len(first_row) >= 2 or path.suffix.lower() == ".csv":
             return "csv"
-    raise ValueError(f"cannot tell the format of {path}; {how}")
+    raise _unknown_format(f"cannot tell the format of {path};")
 
 
-def parse_field_mapping(items) -> dict[str, str]:
-    """["text=prompt", "answer=target"] -> {"text": "prompt", "answer": "target"} (for the CLI)."""
+def _unknown_format(problem: str) -> InputError:
+    formats = ", ".join(FORMATS)
+    return InputError(f"{problem} pass format= (one of {formats}) and, for your own files, "
+                      f"fields={{'text': KEY, 'answer': KEY}}",
+                      f"{problem} pass --format (one of {formats}) and, for your own files, "
+                      f"--field text=COLUMN --field answer=COLUMN")
+
+
+def parse_field_mapping(items, files: str | None = None) -> dict[str, str]:
+    """["text=prompt", "answer=target"] -> {"text": "prompt", "answer": "target"} (for the CLI).
+
+    `files` names the files the mapping is for, in error messages."""
     mapping = {}
     for item in [items] if isinstance(items, str) else items:
         name, equals, column = item.partition("=")
         if not equals or not name.strip() or not column.strip():
-            raise ValueError(f"field mapping {item!r} should look like 'text=prompt'")
+            raise InputError(f"{_for(files)}field mapping {item!r} should look like 'text=prompt'",
+                             f"{_for(files)}--field {item} should look like --field text=COLUMN")
         mapping[name.strip()] = column.strip()
-    return _checked_fields(mapping)
+    return _checked_fields(mapping, files)
 
 
-def _checked_fields(fields: dict) -> dict[str, str]:
+def _for(files: str | None) -> str:
+    return f"{files}: " if files else ""
+
+
+def _checked_fields(fields: dict, files: str | None = None) -> dict[str, str]:
     unknown = sorted(set(fields) - set(MAPPABLE_FIELDS))
     if unknown:
-        raise ValueError(f"fields has unknown names {unknown}; use some of {MAPPABLE_FIELDS}")
+        raise InputError(f"{_for(files)}unknown field name(s) {unknown}; the fields are {', '.join(MAPPABLE_FIELDS)}")
     if "text" not in fields:
-        raise ValueError("fields must map 'text' to the key or column holding the question")
+        raise InputError(f"{_for(files)}fields must map 'text' to the key or column holding the question",
+                         f"{_for(files)}add --field text=COLUMN, naming the column (or JSON key) that holds "
+                         f"the question")
     if not all(isinstance(column, str) and column.strip() for column in fields.values()):
-        raise ValueError("every fields value must be a non-empty key or column name")
+        raise InputError(f"{_for(files)}every field needs a non-empty key or column name")
     return {name: column.strip() for name, column in fields.items()}
 
 
@@ -241,15 +289,17 @@ def load_questions(paths, *, format: str = "auto", fields: dict | None = None,
 
     >>> load_questions("mine.jsonl", fields={"text": "prompt", "answer": "target"})  # doctest: +SKIP
     """
-    if format != "auto" and format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; use 'auto' or one of {FORMATS}")
-    if isinstance(fields, (str, list, tuple)):  # the CLI passes ["text=prompt", ...]
-        fields = parse_field_mapping(fields)
-    if fields is not None:
-        fields = _checked_fields(fields)
-        if format not in ("auto", "jsonl", "csv"):
-            raise ValueError(f"fields= only applies to format='jsonl' or 'csv', not {format!r}")
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    files = ", ".join(os.fspath(path) for path in paths)
+    if format != "auto" and format not in FORMATS:
+        raise InputError(f"{files}: unknown format {format!r}; use 'auto' or one of {', '.join(FORMATS)}")
+    if isinstance(fields, (str, list, tuple)):  # the CLI passes ["text=prompt", ...]
+        fields = parse_field_mapping(fields, files)
+    if fields is not None:
+        fields = _checked_fields(fields, files)
+        if format not in ("auto", "jsonl", "csv"):
+            raise InputError(f"{files}: fields= only applies to format='jsonl' or 'csv', not {format!r}",
+                             f"{files}: --field only applies to --format jsonl or csv, not {format}")
     report, questions = LoadReport(questions=[]), []
     for given in paths:
         source, path = os.fspath(given), Path(given)
@@ -257,8 +307,7 @@ def load_questions(paths, *, format: str = "auto", fields: dict | None = None,
             raise FileNotFoundError(f"question file not found: {source}")
         fmt = format if format != "auto" else _auto_format(path, fields)
         if fmt in ("jsonl", "csv") and fields is None:
-            raise ValueError(f"{source} is a custom {fmt} file: pass fields={{'text': <key>, "
-                             "'answer': <key>, ...}} to say which keys hold what")
+            raise _fields_needed(source, path, fmt)
         records, parse = _records_and_parser(path, fmt, fields)
         try:
             for line, record in records:
@@ -282,6 +331,18 @@ def load_questions(paths, *, format: str = "auto", fields: dict | None = None,
             report.bad_rows.append(error)
     report.questions, report.duplicates_merged = merge_duplicates(questions)
     return report
+
+
+def _fields_needed(source: str, path: Path, fmt: str) -> InputError:
+    """A user's own file read without a field mapping: say which keys or columns it has."""
+    if fmt == "csv":
+        names, kind, name = [cell.strip() for cell in next(_csv_rows(path), (1, []))[1]], "columns", "COLUMN"
+    else:
+        first = _first_json_line(path)
+        names, kind, name = (list(first) if isinstance(first, dict) else []), "keys", "KEY"
+    problem = f"{source} is your own {fmt} file (its {kind}: {', '.join(names) or 'none found'}); say which {kind}"
+    return InputError(f"{problem} hold the question and its answer with fields={{'text': {name}, 'answer': {name}}}",
+                      f"{problem} hold the question and its answer with --field text={name} --field answer={name}")
 
 
 def _locator(record) -> str:
