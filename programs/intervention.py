@@ -57,15 +57,26 @@ class WrittenSteps:
 
 
 class TwoModelProgram(AnsweringProgram):
-    """An answering program with teacher predictors: they keep the teacher through `load`,
-    since saved state holds no LM."""
+    """An answering program with teacher predictors. They keep the very teacher object they were
+    given through `load` (saved state holds no LM) and through the copies optimizers make
+    (`reset_copy` would clear it; a deep copy would count its calls as another model's)."""
 
     def load_state(self, state, **kwargs):
-        pinned = {name: predictor.lm for name, predictor in self.named_predictors()}
+        pinned = [predictor.lm for _, predictor in self.named_predictors()]
         super().load_state(state, **kwargs)
-        for name, predictor in self.named_predictors():
-            predictor.lm = pinned[name]
-        return self
+        return self._pinned_like(self, pinned)
+
+    def deepcopy(self):
+        return self._pinned_like(super().deepcopy())
+
+    def reset_copy(self):
+        return self._pinned_like(super().reset_copy())
+
+    def _pinned_like(self, program, pinned=None):
+        pinned = pinned if pinned is not None else [predictor.lm for _, predictor in self.named_predictors()]
+        for (_, predictor), lm in zip(program.named_predictors(), pinned):
+            predictor.lm = lm
+        return program
 
 
 class QuestCoTQA(AnsweringProgram):
@@ -164,13 +175,16 @@ class OnUncertaintyQA(TwoModelProgram):
                               config=step_config(number, 1, student, logprobs=True))
         except AdapterParseError as error:
             return leading_step(raw_text(error)), None
-        if not token_logprobs(reply.get("logprobs")):  # absent, or DSPy's empty list for a backend without them
+        logprobs = reply.get("logprobs")
+        if "logprobs" in reply:  # read once, here: kept, they would ride into bootstrapped demos and saved state
+            del reply["logprobs"]
+        if not token_logprobs(logprobs):  # absent, or DSPy's empty list for a backend without them
             raise LogprobsUnavailable(
                 f"{getattr(student, 'model', student)} returned no token log-probabilities, which on_uncertainty "
                 f"needs from the student. Serve it through an OpenAI-compatible server that returns them "
                 f"(a local/ model, vLLM, llama.cpp, Ollama's /v1 path).")
         step = leading_step(reply.next_step)
-        return step, mean_probability(reply.logprobs, step)
+        return step, mean_probability(logprobs, step)
 
 
 class TeacherCoTQA(TwoModelProgram):

@@ -246,14 +246,14 @@ def test_teacher_cot_asks_only_the_teacher(server):
 
 def test_registry_variants_and_missing_teacher(server):
     teacher = lm(server, "teacher")
-    assert NEEDS_TEACHER == {"first_step", "on_uncertainty", "teacher_cot"}
+    assert {"first_step", "on_uncertainty", "teacher_cot"} <= NEEDS_TEACHER
     assert make_program("first_step@2", kind="numeric", teacher=teacher).teacher_steps == 2
     assert make_program("on_uncertainty@0.7", kind="numeric", teacher=teacher).policy.threshold == 0.7
     assert make_program("on_uncertainty", kind="choice", teacher=teacher, max_interventions=1).policy.max_interventions == 1
     for bad, message in [("cot@2", "only first_step@"), ("first_step@x", "integer"), ("first_step@0", "1 or more")]:
         with pytest.raises(ValueError, match=message):
             make_program(bad, kind="numeric", teacher=teacher)
-    for method in NEEDS_TEACHER:
+    for method in ("first_step", "on_uncertainty", "teacher_cot"):
         with pytest.raises(ValueError, match="--teacher MODEL"):
             make_program(method, kind="numeric")
     by_string = make_program("teacher_cot", kind="numeric", teacher=f"openai/teacher@{server.url}/v1".split("@")[0])
@@ -273,3 +273,24 @@ def test_saved_state_has_no_endpoint_and_loading_keeps_the_teacher(server, tmp_p
     fresh = make_program("on_uncertainty", kind="numeric", teacher=teacher)
     fresh.load(str(path))
     assert fresh.rewrite.lm is teacher and fresh.step.lm is None and len(fresh.step.demos) == 1
+
+
+def test_bootstrap_compiles_both_roles_and_keeps_the_very_teacher(server, tmp_path):
+    from instret.data.questions import Question
+    from instret.training.optimize import trainset_from
+
+    server.script.confidence = {2: 0.3}
+    teacher = lm(server, "teacher")
+    train = trainset_from([Question(f"{QUESTION} (shop {n})", answer="31") for n in range(3)])
+    for method in ("first_step", "on_uncertainty"):
+        program = make_program(method, kind="numeric", teacher=teacher)
+        with dspy.context(lm=lm(server, "student")):
+            compiled = dspy.BootstrapFewShot(metric=lambda example, prediction, trace=None: True,
+                                             max_bootstrapped_demos=2).compile(program, trainset=train)
+        pinned = {name: predictor.lm for name, predictor in compiled.named_predictors()}
+        teacher_side = {"first_step": "lead", "on_uncertainty": "rewrite"}[method]
+        assert pinned.pop(teacher_side) is teacher and set(pinned.values()) == {None}  # reset_copy kept it
+        assert all(predictor.demos for _, predictor in compiled.named_predictors())
+        assert all("logprobs" not in demo for _, p in compiled.named_predictors() for demo in p.demos)
+        compiled.save(str(tmp_path / f"{method}.json"))
+        assert server.url not in (tmp_path / f"{method}.json").read_text()
