@@ -4,7 +4,8 @@ from instret.programs.answering import (METHODS, ChainOfThoughtQA, GenericGuideQ
                                         PassageRAGQA, ZeroShotQA, make_program)
 from instret.programs.guide_writer import GuideWriter
 from instret.programs.intervention import FirstStepQA, OnUncertaintyQA, QuestCoTQA, TeacherCoTQA
+from instret.programs.solution_guidance import SolutionGuidanceQA
 
 __all__ = ["GuideWriter", "InstructionRetrievalQA", "ZeroShotQA", "ChainOfThoughtQA", "PassageRAGQA",
-           "GenericGuideQA", "QuestCoTQA", "FirstStepQA", "OnUncertaintyQA", "TeacherCoTQA", "METHODS",
-           "make_program"]
+           "GenericGuideQA", "QuestCoTQA", "FirstStepQA", "OnUncertaintyQA", "TeacherCoTQA", "SolutionGuidanceQA",
+           "METHODS", "make_program"]

@@ -216,15 +216,23 @@ def _intervention(method: str):
     return factory
 
 
+def _solution_guidance(corpus, kind, **options):
+    """From programs/solution_guidance.py, imported at first use (it builds on this module)."""
+    from instret.programs.solution_guidance import FACTORIES
+
+    return FACTORIES["solution_guidance"](corpus, kind, **options)
+
+
 #: name -> factory(corpus, kind, **options). Options a method does not use are ignored, so one
 #: set of options can drive every method of a comparison.
 METHODS = {"zero_shot": _zero_shot, "cot": _chain_of_thought, "passage_rag": _passage_rag,
            "generic_guide": _generic_guide, "instruction_retrieval": _instruction_retrieval,
-           **{name: _intervention(name) for name in ("quest_cot", "first_step", "on_uncertainty", "teacher_cot")}}
+           **{name: _intervention(name) for name in ("quest_cot", "first_step", "on_uncertainty", "teacher_cot")},
+           "solution_guidance": _solution_guidance}
 OPTIONS = frozenset({"k", "mode", "min_similarity", "embedder", "guide", "teacher",
                      "teacher_steps", "threshold", "max_interventions"})
 #: Methods that cannot run without a teacher LM (`make_program(..., teacher=lm)`).
-NEEDS_TEACHER = frozenset({"first_step", "on_uncertainty", "teacher_cot"})
+NEEDS_TEACHER = frozenset({"first_step", "on_uncertainty", "teacher_cot", "solution_guidance"})
 
 
 def make_program(method: str, corpus=None, kind: str = "numeric", **options) -> AnsweringProgram:
