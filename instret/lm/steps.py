@@ -22,9 +22,9 @@ import re
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-#: Tokens one step may take: a GSM8K step is 15-40 tokens; this bounds a model that ignores the format.
-STEP_TOKENS = 100
-#: Tokens of the adapter's field header and end marker around the steps (`[[ ## steps ## ]]`).
+from instret.lm.spec import DEFAULT_MAX_TOKENS
+
+#: Tokens of the adapter's field header around the steps (`[[ ## steps ## ]]`).
 HEADER_TOKENS = 24
 NO_STEPS = "(none yet: start with Step 1)"
 
@@ -62,8 +62,11 @@ def stop_before(number: int) -> list[str]:
 
 
 def step_cap(steps: int, lm=None) -> int:
-    """The token cap for a reply of `steps` steps, never above the LM's own `max_tokens`."""
-    cap = HEADER_TOKENS + steps * STEP_TOKENS
+    """The token cap for a reply of `steps` steps, never above the LM's own `max_tokens`: each step
+    may take the `first_step` role's cap (`DEFAULT_MAX_TOKENS`, sized from real solutions' opening
+    lines). The stop sequence ends a well-behaved reply long before; the cap bounds one that
+    ignores the step format."""
+    cap = HEADER_TOKENS + steps * DEFAULT_MAX_TOKENS["first_step"]
     own = (getattr(lm, "kwargs", None) or {}).get("max_tokens")
     return min(cap, int(own)) if own else cap
 
