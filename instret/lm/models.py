@@ -34,6 +34,10 @@ def make_lm(model: "str | ModelSpec", **overrides):
     spec = as_spec(model, **overrides)
     if stops := stop_sequences(spec):  # end a reply at DSPy's end-of-reply marker (see stop_sequences)
         spec = replace(spec, extra={**spec.extra, "stop": stops})
+    if spec.backend == "local":  # the embedded llama.cpp engine, started at the model's first request
+        from instret.lm.local_lm import local_lm
+
+        return local_lm(spec)
     hide_in_logs(spec)
     register_self_hosted(spec)
     if len(spec.endpoints) > 1 or spec.retry_backoff is not None:

@@ -221,6 +221,10 @@ def presence_checks(spec: "ModelSpec | str", *, role: str | None = None, timeout
         return _ollama_checks(spec, label, base, role, timeout, with_context)
     if spec.backend == "openai" and base:
         return [_openai_server_check(label, base, timeout)]
+    if spec.backend == "local":  # weights and adapters only: the engine starts at first use
+        from instret.lm.local_lm import local_checks
+
+        return local_checks(spec, role=role)
     return []
 
 

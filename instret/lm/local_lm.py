@@ -1,0 +1,197 @@
+"""`make_lm("local/...")`: a `dspy.LM` whose engine starts the embedded llama.cpp server at first use.
+
+    >>> lm = make_lm("local/qwen2.5-coder-0.5b", max_tokens=512)   # nothing is loaded yet
+    >>> with dspy.context(lm=lm):
+    ...     program(question="...")                                 # the server starts here, once
+    >>> make_lm("local/qwen2.5-coder-0.5b", logprobs=True, top_logprobs=5)   # token log-probabilities
+
+`LocalEngine` is a DSPy engine (`complete(Request) -> Response`): DSPy still owns caching,
+history, usage and retries, and calls the engine only on a cache miss. It sends each request
+through DSPy's own native lm15 client to the server's OpenAI-compatible `/v1`, after making
+sure the server's slots hold the request (prompt estimated from its characters, plus
+`max_tokens`); a request that still overflows moves the model to a server with a larger window.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from instret.lm.local import (ENGINE_SETTINGS, LocalEngineError, LocalModel, LocalServer, local_server,
+                              parse_local, slot_context)
+from instret.lm.spec import END_OF_REPLY, PLACEHOLDER_KEY, ModelSpec
+
+
+def local_lm(spec: ModelSpec):
+    """The `dspy.LM` for a `local/...` spec (see the module docstring)."""
+    import dspy
+
+    model = parse_local(spec.model)
+    if spec.api_base:
+        raise ValueError(f"{spec.model} runs in-process; drop its api_base ({spec.api_base}), or name the server's "
+                         f"model as openai/<name> with that api_base")
+    settings = {key: spec.extra[key] for key in ENGINE_SETTINGS if key in spec.extra}
+    lm_kwargs = {key: value for key, value in spec.extra.items() if key not in ENGINE_SETTINGS}
+    for name in ("max_tokens", "temperature", "num_retries"):
+        if getattr(spec, name) is not None:
+            lm_kwargs[name] = getattr(spec, name)
+    lm_kwargs.setdefault("stop", [END_OF_REPLY])  # as for any llama.cpp server (see `stop_sequences`)
+    engine = LocalEngine(str(model), n_ctx=spec.num_ctx, timeout=spec.timeout, **settings)
+    return dspy.LM(f"openai/{model.alias}", engine=engine, **lm_kwargs)
+
+
+class LocalEngine:
+    """Starts (or reuses) the model's server at the first request, then sends through lm15."""
+
+    def __init__(self, model: str, *, n_ctx: int | None = None, timeout: float | None = None, **settings):
+        unknown = set(settings) - set(ENGINE_SETTINGS)
+        if unknown:
+            raise ValueError(f"unknown local engine settings {sorted(unknown)}; allowed: {list(ENGINE_SETTINGS)}")
+        self.model: LocalModel = parse_local(model)
+        self.n_ctx, self.timeout, self.settings = n_ctx, timeout, settings
+        self._server: LocalServer | None = None
+        self._clients: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def complete(self, request):
+        from dspy import lm15
+
+        server = self.server_for(request)
+        try:
+            return self._client(server).complete(request)
+        except lm15.InvalidRequestError as error:  # llama.cpp: "exceeds the available context size"
+            if "context" not in str(error).lower() or not server.context_length or server.n_ctx >= server.context_length:
+                raise
+            bigger = self._use(min(server.n_ctx * 2, server.context_length))
+            return self._client(bigger).complete(request)
+
+    def stream(self, request):
+        """The whole reply as stream events: instret's programs need no token-by-token output."""
+        from dspy.lm15 import response_to_events
+
+        yield from response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        pass  # the server outlives this LM: other LMs of the same model share it; it stops at exit
+
+    def __deepcopy__(self, memo):
+        return self  # engines are borrowed: copies of an LM share the server
+
+    def dump_state(self) -> dict:
+        return {"model": str(self.model), "n_ctx": self.n_ctx, "timeout": self.timeout, **self.settings}
+
+    @classmethod
+    def load_state(cls, state: dict) -> "LocalEngine":
+        state = dict(state)
+        return cls(state.pop("model"), **state)
+
+    def server_for(self, request=None) -> LocalServer:
+        """The server this request goes to, started (and the weights pulled) on first use."""
+        if self.n_ctx:  # set by the user or sized from the programs' prompts: exactly that
+            server = self._server
+            return server if server is not None and server.running else self._use(self.n_ctx)
+        need = _tokens_needed(request) if request is not None else 0
+        server = self._server
+        if server is not None and server.running and (server.n_ctx >= need or server.n_ctx >= (server.context_length or need)):
+            return server  # fits, or already the model's whole trained window
+        return self._use(slot_context(need, 0, server.context_length if server else None))
+
+    def _use(self, n_ctx: int | None) -> LocalServer:
+        with self._lock:
+            self._server = local_server(self.model, n_ctx=n_ctx, **self.settings)
+            return self._server
+
+    def _client(self, server: LocalServer):
+        """DSPy's native OpenAI-chat client pointed at `server` (one per server, reused)."""
+        with self._lock:
+            client = self._clients.get(server.url)
+            if client is None:
+                from dspy.clients.engines.lm15_engine import LM15Engine, timeouts_for
+                from dspy.lm15 import RouterConfig
+
+                provider = LM15Engine(RouterConfig(env={}), model_type="chat").resolve(
+                    f"openai/{self.model.alias}").provider
+                client = LM15Engine(RouterConfig(env={}, api_keys={provider: PLACEHOLDER_KEY},
+                                                 base_urls={provider: server.base_url},
+                                                 timeouts=timeouts_for(self.timeout)), model_type="chat")
+                self._clients[server.url] = client
+            return client
+
+
+def _tokens_needed(request) -> int:
+    from dspy.clients.lm15_boundary import history_messages
+
+    from instret.lm.context import DEFAULT_ANSWER_TOKENS, estimate_tokens
+
+    answer = request.config.max_tokens or DEFAULT_ANSWER_TOKENS
+    return estimate_tokens(history_messages(request)) + answer
+
+
+def local_checks(spec: "ModelSpec | str", *, role: str | None = None, start: bool = False) -> list:
+    """What `instret doctor` and the checks before a run say about a local model.
+
+    Weights present (a catalog model not yet downloaded is fine: it is pulled at first use),
+    GGUF files whole and of the right kind, and with `start`, that the engine starts and answers.
+    """
+    from instret.lm import catalog
+    from instret.lm.gguf import GGUFError, check_gguf
+    from instret.lm.ollama_models import Check
+    from instret.lm.spec import as_spec
+
+    spec = as_spec(spec)
+    label = role or spec.model
+    try:
+        model = parse_local(spec.model)
+    except ValueError as error:
+        return [Check(f"{label} model", problem=str(error))]
+    checks = []
+    if model.in_catalog:
+        item = catalog.entry(model.weights)
+        state = catalog.status(model.weights)
+        if state == "absent":
+            checks.append(Check(f"{label} weights", detail=(
+                f"{model.weights} ({item.size / 1e6:,.0f} MB) is not downloaded yet: it is fetched at first use, "
+                f"or now with `instret models pull {spec.model.split('+')[0]}`")))
+            start = False
+        elif state != "present" or catalog.cached_path(model.weights) is None:
+            return checks + [Check(f"{label} weights", problem=(
+                f"the cached {catalog.model_path(model.weights)} is damaged: run "
+                f"`instret models pull {spec.model.split('+')[0]}` to fetch it again"))]
+        else:
+            checks.append(Check(f"{label} weights", detail=f"{catalog.model_path(model.weights)} (sha256 verified)"))
+    else:
+        try:
+            info = check_gguf(model.weights_path())
+        except (GGUFError, OSError) as error:
+            return checks + [Check(f"{label} weights", problem=str(error))]
+        checks.append(Check(f"{label} weights", detail=f"{info.path}: {info.name or info.architecture}, "
+                                                       f"trained window {info.context_length} tokens"))
+    for path, _ in model.adapters:
+        try:
+            check_gguf(path, adapter=True)
+        except (GGUFError, OSError) as error:
+            return checks + [Check(f"{label} adapter", problem=str(error))]
+        checks.append(Check(f"{label} adapter", detail=f"{path} is a GGUF LoRA adapter"))
+    if start:
+        checks.append(_engine_check(spec, model, label))
+    return checks
+
+
+def _engine_check(spec: ModelSpec, model: LocalModel, label: str):
+    import json
+    import urllib.request
+
+    from instret.lm.ollama_models import Check
+
+    try:
+        settings = {key: spec.extra[key] for key in ENGINE_SETTINGS if key in spec.extra}
+        server = local_server(model, n_ctx=spec.num_ctx, progress=False, **settings)
+        body = json.dumps({"messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 4}).encode()
+        request = urllib.request.Request(f"{server.base_url}/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            json.loads(response.read())
+    except (LocalEngineError, OSError, ValueError) as error:
+        return Check(f"{label} engine", problem=str(error))
+    started = f" (started in {server.started_seconds:.1f} s)" if server.started_seconds else ""
+    return Check(f"{label} engine", detail=(f"llama.cpp answers at {server.url}{started}: {server.settings.n_parallel} "
+                                            f"slots × {server.n_ctx} tokens"))
