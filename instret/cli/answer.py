@@ -35,6 +35,9 @@ def register(commands) -> None:
                           help="use only the questions the corpus recorded as held out (MMLU law)")
     evaluate.add_argument("--program", action="append", default=[], metavar="METHOD=FILE",
                           help="load a compiled program for a method, e.g. instruction_retrieval=compiled.json")
+    evaluate.add_argument("--teacher", help="teacher model for two-model methods (its tokens are counted apart)")
+    evaluate.add_argument("--teacher-api-base")
+    evaluate.add_argument("--teacher-max-tokens", type=_positive, help="most tokens a teacher reply may take")
     evaluate.add_argument("--threads", type=int, default=16)
     evaluate.add_argument("--out", help="results folder (default: runs/<corpus name>-<test file name>)")
     evaluate.add_argument("--no-progress", action="store_true")
@@ -48,6 +51,7 @@ def register(commands) -> None:
     compile_.add_argument("--method", default="instruction_retrieval", choices=METHOD_NAMES)
     compile_.add_argument("--teacher", help="proposal/reflection model for MIPROv2 and GEPA")
     compile_.add_argument("--teacher-api-base")
+    compile_.add_argument("--teacher-max-tokens", type=_positive, help="most tokens a teacher reply may take")
     compile_.add_argument("--limit", type=int, help="use the first N training questions")
     compile_.add_argument("-o", "--output", help="program JSON (default: <corpus>/compiled/<method>--<student>.json)")
     compile_.set_defaults(run=_compile)
@@ -57,6 +61,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", help="corpus folder (needed by passage_rag and instruction_retrieval)")
     parser.add_argument("--student", help="student model string, e.g. ollama_chat/qwen2.5:3b")
     parser.add_argument("--student-api-base", help="student server URL")
+    parser.add_argument("--max-tokens", type=_positive,
+                        help="most tokens a student reply may take (default: [student] max_tokens, else 1024)")
     parser.add_argument("--kind", choices=("numeric", "expression", "choice"),
                         help="answer kind (default: from the data, else the corpus domain)")
     parser.add_argument("--k", type=int, default=2, help="guides (or passages) to retrieve")
@@ -70,7 +76,15 @@ def _settings(args):
     from instret.lm.config import load_settings
 
     return load_settings(getattr(args, "config", None), student=args.student, student_api_base=args.student_api_base,
-                         teacher=getattr(args, "teacher", None), teacher_api_base=getattr(args, "teacher_api_base", None))
+                         teacher=getattr(args, "teacher", None), teacher_api_base=getattr(args, "teacher_api_base", None),
+                         student_max_tokens=args.max_tokens, teacher_max_tokens=getattr(args, "teacher_max_tokens", None))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def _open_corpus(args):
@@ -79,10 +93,11 @@ def _open_corpus(args):
     return Corpus.open(args.corpus) if args.corpus else None
 
 
-def _program(method: str, corpus, kind: str, args, compiled: str | None = None):
+def _program(method: str, corpus, kind: str, args, compiled: str | None = None, teacher=None):
     from instret.programs.answering import make_program
 
-    program = make_program(method, corpus, kind, k=args.k, mode=args.mode, min_similarity=args.min_similarity)
+    program = make_program(method, corpus, kind, k=args.k, mode=args.mode, min_similarity=args.min_similarity,
+                           teacher=teacher)
     if compiled:
         program.load(compiled)
     return program
@@ -148,23 +163,28 @@ def _eval(args) -> int:
     corpus = _open_corpus(args)
     questions, kind = _test_questions(args, corpus)
     settings = _settings(args)
-    specs = [_student_spec(item, args.student_api_base) for item in args.students.split(",")] if args.students \
-        else [settings.student]
-    if not _models_ready([("student", spec) for spec in specs]):  # before a long run, not at question 1
-        return 1
+    specs = [_student_spec(item, args.student_api_base, settings.student) for item in args.students.split(",")] \
+        if args.students else [settings.student]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    teacher_spec = settings.teacher if _wants_teacher(settings, methods) else None
+    if not _models_ready([("student", spec) for spec in specs]  # before a long run, not at question 1
+                         + ([("teacher", teacher_spec)] if teacher_spec else [])):
+        return 1
     compiled = dict(item.split("=", 1) for item in args.program)
-    programs = {m: _program(m, corpus, kind, args, compiled.get(m)) for m in methods}
+    teacher = make_lm(teacher_spec) if teacher_spec else None  # one object: programs and evaluate count it alike
+    programs = {m: _program(m, corpus, kind, args, compiled.get(m), teacher=teacher) for m in methods}
     specs = [_fit_context(spec, programs, questions) for spec in specs]
     name = Path(args.corpus).name if args.corpus else "no-corpus"
     out = Path(args.out or Path("runs") / f"{name}-{Path(args.test[0]).stem}")
     report = evaluate(questions, methods=programs, students={spec.model: make_lm(spec) for spec in specs},
-                      kind=kind, out_dir=out, threads=args.threads, corpus=corpus, progress=not args.no_progress)
+                      kind=kind, out_dir=out, threads=args.threads, corpus=corpus, progress=not args.no_progress,
+                      teacher=teacher)
     print(f"{len(questions)} questions ({kind}); {report.answered_now} answers now, "
           f"{report.answered_before} from an earlier run\n")
     print(format_table(report.summary))
+    charts = [out / name for name in ("accuracy.png", "teacher_cost.png") if (out / name).exists()]
     print(f"\nEvery answer: {out / 'results.jsonl'}; summary: {out / 'summary.json'}, {out / 'summary.csv'}, "
-          f"{out / 'accuracy.png'}")
+          f"{', '.join(map(str, charts))}")
     if report.failures:
         print(f"{sum(report.failures.values())} items failed; rerun the same command to ask them again.",
               file=sys.stderr)
@@ -172,12 +192,22 @@ def _eval(args) -> int:
     return 0
 
 
-def _student_spec(item: str, default_api_base: str | None):
-    """`MODEL` or `MODEL@API_BASE` (model strings never contain '@')."""
-    from instret.lm.spec import as_spec
+def _student_spec(item: str, default_api_base: str | None, student=None):
+    """`MODEL` or `MODEL@API_BASE` (model strings never contain '@'), with the student's cap."""
+    from instret.lm.spec import as_spec, with_role_cap
 
     model, _, api_base = item.strip().partition("@")
-    return as_spec(model, api_base=api_base or default_api_base)
+    cap = student.max_tokens if student is not None else None
+    return with_role_cap(as_spec(model, api_base=api_base or default_api_base, max_tokens=cap), "student")
+
+
+def _wants_teacher(settings, methods) -> bool:
+    """A teacher LM is built when a method needs one, or the user named one (flag, environment
+    or config file); never the default teacher for methods that do not use it."""
+    from instret.lm.config import DEFAULT_TEACHER
+    from instret.programs.answering import NEEDS_TEACHER
+
+    return bool({m.split("@", 1)[0] for m in methods} & set(NEEDS_TEACHER)) or settings.teacher.model != DEFAULT_TEACHER
 
 
 def _fit_context(spec, programs: dict, questions, sample: int = 20):
@@ -200,6 +230,7 @@ def _compile(args) -> int:
     from instret.cli.inputs import load_data
     from instret.lm.config import DEFAULT_TEACHER
     from instret.lm.models import ModelSpec, make_lm
+    from instret.lm.spec import with_role_cap
     from instret.training.optimize import compile_program, save_program, trainset_from
     from instret.data.scoring import kind_of
 
@@ -209,7 +240,7 @@ def _compile(args) -> int:
     settings = _settings(args)
     # Only a teacher the user named (flag, environment or config) proposes or reflects; otherwise
     # MIPROv2 proposes with the student, and GEPA asks for one.
-    named = settings.teacher != ModelSpec(DEFAULT_TEACHER)
+    named = settings.teacher != with_role_cap(ModelSpec(DEFAULT_TEACHER), "teacher")
     teacher = make_lm(settings.teacher) if args.optimizer != "bootstrap" and named else None
     program = _program(args.method, corpus, kind, args)
     if not _models_ready([("student", settings.student)] + ([("teacher", settings.teacher)] if teacher else [])):

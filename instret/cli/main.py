@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     add_data_options(build)
     build.add_argument("--teacher", help="teacher model string, e.g. ollama_chat/qwen2.5:14b")
     build.add_argument("--teacher-api-base", help="teacher server URL")
+    build.add_argument("--teacher-max-tokens", type=int,
+                       help="most tokens one guide reply may take (default: [teacher] max_tokens, else 2000)")
     build.add_argument("--embedder", help="embedding model: all-MiniLM-L6-v2 (default) or a litellm string")
     build.add_argument("--embedder-api-base", help="embedding server URL")
     build.add_argument("--style", choices=["concise", "detailed"], default="concise")
@@ -92,7 +94,8 @@ def _build(args) -> int:
     from instret.cli.inputs import load_data
     from instret.data.loaders import holdout_split
     settings = load_settings(args.config, teacher=args.teacher, teacher_api_base=args.teacher_api_base,
-                             embedder=args.embedder, embedder_api_base=args.embedder_api_base)
+                             embedder=args.embedder, embedder_api_base=args.embedder_api_base,
+                             teacher_max_tokens=args.teacher_max_tokens)
     train = args.train or [str(SAMPLE_GSM8K)]
     domain = args.domain or ("grade-school math" if not args.train else None)
     if not domain:
@@ -126,6 +129,11 @@ def _build(args) -> int:
           f"{len(report.failures)} failed.")
     for guide_id, leaks in report.leaky_guides.items():
         print(f"  warning: {guide_id} may be tied to particular questions: {'; '.join(leaks)}")
+    writing = report.guide_writing
+    if writing.get("recovery"):
+        print(f"teacher {writing['teacher']}: guides by recovery path: "
+              + ", ".join(f"{path} {n}" for path, n in writing["recovery"].items())
+              + f"; {writing['prompt_tokens']:,} prompt and {writing['completion_tokens']:,} completion tokens")
     if report.complete:
         print(f"Done. See it with `instret corpus show {out}` and `instret corpus map {out} -o map.png`.")
         return 0
@@ -133,8 +141,12 @@ def _build(args) -> int:
     print(f"\n{missing} of {report.n_clusters} guides are still missing.", file=sys.stderr)
     if report.teacher_problem:
         print(f"The teacher ({settings.teacher.model}) could not be reached: {report.teacher_problem}", file=sys.stderr)
-    for guide_id, reason in list(report.failures.items())[:5]:
-        print(f"  {guide_id}: {reason}", file=sys.stderr)
+    skipped = [guide_id for guide_id, reason in report.failures.items() if reason.startswith("skipped")]
+    for guide_id, reason in report.failures.items():  # each once, whole, with where its replies are kept
+        if guide_id not in skipped:
+            print(f"  {guide_id}: {reason}", file=sys.stderr)
+    if skipped:
+        print(f"  {len(skipped)} more were not asked: the teacher could not be reached", file=sys.stderr)
     print("Everything else is saved; run the same command again to write only the missing guides.", file=sys.stderr)
     return EXIT_INCOMPLETE
 

@@ -83,7 +83,7 @@ def format_table(rows: list[dict]) -> str:
                    if with_teacher else "")
         lines.append(f"{row['method'][:21]:<22}{row['student'][:23]:<24}{row['n']:>5}  {accuracy:<24}"
                      f"{versus[0]:>18}{versus[1]:>18}{row['parse_failure_rate']:>11.1%}{tokens:>15}"
-                     f"{latency}{teacher:>15}")
+                     f"{latency}" + (f"{teacher:>15}" if with_teacher else ""))
     lines.extend(_recovery_lines(rows))
     lines.extend(_cache_lines(rows))
     return "\n".join(lines)
