@@ -1,0 +1,128 @@
+"""SGFT end to end on a tiny randomly initialised Qwen2 model made here (2 layers, hidden 32):
+the loss falls on repeated examples, only guidance tokens are trained on, an interrupted run
+resumes to the very result of an uninterrupted one, the adapter is saved, and its GGUF export
+matches the base model's GGUF tensors by name and shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("peft")
+gguf = pytest.importorskip("gguf")
+
+from sg_tiny import make_tiny_model, write_tiny_gguf  # noqa: E402
+
+from instret.training.sgft import ADAPTER, CHECKPOINT, REPORT, LoraSettings, encode, finetune_guide  # noqa: E402
+
+GUIDANCE = "[[ ## guidance ## ]]\nAsked: the total number of clips.\nSteps: 1. Find the clips sold in May.\n\n" \
+           "[[ ## completed ## ]]"
+RECORDS = [{"messages": [{"role": "system", "content": "Your input fields are: question"},
+                         {"role": "user", "content": f"[[ ## question ## ]]\nclips sold in April, case {n}"},
+                         {"role": "assistant", "content": GUIDANCE}]} for n in range(4)]
+FAST = LoraSettings(rank=4, alpha=8, dropout=0.1, epochs=6, batch_size=2, learning_rate=1e-2, save_every=2)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    hf = make_tiny_model(folder / "hf")
+    return hf, write_tiny_gguf(hf, folder / "tiny.gguf")
+
+
+@pytest.fixture(autouse=True)
+def _offline_converter(tmp_path, monkeypatch):
+    """No llama.cpp converter cached and no fetching: the offline GGUF writer is used."""
+    monkeypatch.setenv("INSTRET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("INSTRET_OFFLINE", "1")
+    monkeypatch.delenv("INSTRET_LLAMA_CPP", raising=False)
+
+
+def test_only_the_guidance_is_trained_on(tiny):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny[0])
+    ids, labels = encode(RECORDS[0], tokenizer, max_length=512)
+    trained = tokenizer.decode([token for token, label in zip(ids, labels) if label != -100])
+    assert trained.startswith(GUIDANCE) and "question" not in trained.replace("[[ ## guidance", "")
+    assert labels[:len(ids) // 2] == [-100] * (len(ids) // 2)
+    assert encode(RECORDS[0], tokenizer, max_length=10) is None  # truncation left no guidance token
+
+
+def test_loss_falls_adapter_saved_and_gguf_matches_the_base(tiny, tmp_path):
+    hf, base_gguf = tiny
+    report = finetune_guide(RECORDS, str(hf), tmp_path / "run", settings=FAST, base_gguf=base_gguf, progress=False)
+    assert report.steps == 12 and len(report.losses) == 12
+    assert sum(report.losses[-3:]) / 3 < sum(report.losses[:3]) / 3 - 0.2
+    assert report.guidance_tokens < report.train_tokens and report.tokens_per_second > 0
+    assert (tmp_path / "run" / ADAPTER / "adapter_config.json").exists()
+    assert json.loads((tmp_path / "run" / REPORT).read_text())["steps"] == 12
+    assert "write_lora_gguf" in report.gguf_converter
+    assert report.model_string == f"local/{base_gguf.resolve()}+{report.adapter_gguf}"
+
+    base = {t.name: [int(n) for n in t.shape] for t in gguf.GGUFReader(str(base_gguf)).tensors}
+    adapter = {t.name: [int(n) for n in t.shape] for t in gguf.GGUFReader(report.adapter_gguf).tensors}
+    targets = {name[:-len(".lora_a")] for name in adapter if name.endswith(".lora_a")}
+    assert targets == {f"blk.{b}.{t}.weight" for b in range(2)
+                       for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
+    for target in targets:
+        (n_in, n_out), a, b = base[target], adapter[f"{target}.lora_a"], adapter[f"{target}.lora_b"]
+        assert a == [n_in, FAST.rank] and b == [FAST.rank, n_out], target
+    reader = gguf.GGUFReader(report.adapter_gguf)
+    assert reader.fields["adapter.lora.alpha"].contents() == FAST.alpha
+    assert reader.fields["general.architecture"].contents() == "qwen2"
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    hf, base_gguf = tiny
+    settings = LoraSettings(**{**FAST.__dict__, "epochs": 2})
+    whole = finetune_guide(RECORDS, str(hf), tmp_path / "whole", settings=settings, export_gguf=False, progress=False)
+    first = finetune_guide(RECORDS, str(hf), tmp_path / "cut", settings=settings, export_gguf=False, progress=False,
+                           stop_after=3)  # killed after step 3; the last checkpoint is step 2
+    assert first.note and not (tmp_path / "cut" / ADAPTER).exists()
+    assert json.loads((tmp_path / "cut" / CHECKPOINT / "state.json").read_text())["step"] == 2
+    resumed = finetune_guide(RECORDS, str(hf), tmp_path / "cut", settings=settings, export_gguf=False, progress=False)
+    assert resumed.resumed_from_step == 2
+    assert resumed.losses == pytest.approx(whole.losses, abs=1e-4)
+    one, two = (load_file(tmp_path / run / ADAPTER / "adapter_model.safetensors") for run in ("whole", "cut"))
+    assert all((one[name] - two[name]).abs().max() < 1e-5 for name in one)
+    with pytest.raises(ValueError, match="other data"):
+        finetune_guide(RECORDS[:2], str(hf), tmp_path / "cut", settings=settings, export_gguf=False, progress=False)
+
+
+def test_bad_data_names_the_file_line_and_field(tmp_path):
+    from instret.training.sgft import load_chat_data
+
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(RECORDS[0]) + "\n" + json.dumps({"messages": RECORDS[0]["messages"][:2]}) + "\n")
+    with pytest.raises(ValueError, match=r"train.jsonl:2: field 'messages' must end with the assistant"):
+        load_chat_data(tmp_path)
+
+
+def test_llama_cpp_converter_writes_what_the_offline_writer_does(tiny, tmp_path, monkeypatch):
+    """Only where llama.cpp's converter is already cached on this machine (never fetched here)."""
+    from instret.training.lora_gguf import ConverterUnavailable, converter_dir, run_converter, write_lora_gguf
+
+    monkeypatch.delenv("INSTRET_CACHE")
+    try:
+        folder = converter_dir(fetch=False)
+    except ConverterUnavailable:
+        pytest.skip("llama.cpp's converter is not cached (`instret sg finetune` fetches it once)")
+    hf, _ = tiny
+    run = finetune_guide(RECORDS, str(hf), tmp_path / "run", settings=LoraSettings(**{**FAST.__dict__, "epochs": 1}),
+                         export_gguf=False, progress=False)
+    from transformers import AutoConfig
+
+    AutoConfig.from_pretrained(hf).save_pretrained(tmp_path / "config")
+    run_converter(folder, Path(run.adapter_dir), tmp_path / "config", tmp_path / "theirs.gguf")
+    write_lora_gguf(Path(run.adapter_dir), tmp_path / "config", tmp_path / "ours.gguf")
+    import numpy as np
+
+    theirs, ours = ({t.name: np.array(t.data) for t in gguf.GGUFReader(str(tmp_path / f)).tensors}
+                    for f in ("theirs.gguf", "ours.gguf"))
+    assert sorted(theirs) == sorted(ours)
+    assert all(theirs[name].shape == ours[name].shape and np.allclose(theirs[name], ours[name]) for name in theirs)
