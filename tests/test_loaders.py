@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from instret.data.loaders import (
-    FORMATS, BadRowError, LoadReport, detect_format, holdout_split, last_boxed, load_questions,
+    FORMATS, BadRowError, InputError, LoadReport, detect_format, holdout_split, last_boxed, load_questions,
     parse_field_mapping,
 )
 from instret.data.questions import Question
@@ -244,6 +244,40 @@ def test_skip_mode_collects_bad_rows_and_goes_on(tmp_path):
     assert report.summary().endswith("3 bad rows)")
     with pytest.raises(BadRowError):
         load_questions(broken_array)
+
+
+def test_invalid_json_line_has_one_line_number_and_the_parsers_words(tmp_path):
+    path = write(tmp_path, "a.jsonl", GSM_OK + '{"question": "never closed\n' + '{"question": "Q", "answer": }\r\n')
+    report = load_questions(path, skip_bad_rows=True)
+    assert [(e.line, e.reason) for e in report.bad_rows] == [
+        (2, "invalid JSON: Unterminated string starting at column 14"),
+        (3, "invalid JSON: Expecting value at column 29")]
+
+
+def test_bytes_that_are_not_utf8_are_reported_on_their_line(tmp_path):
+    for name, good in (("a.csv", b"q,gold\nPick,A\n"), ("s.json", b'[\n {"Body": "B", "Question": "Q?", "Answer": 1}\n,')):
+        path = tmp_path / name
+        path.write_bytes(good + b"\xff\n")
+        with pytest.raises(BadRowError, match="invalid UTF-8") as caught:
+            load_questions(str(path), fields={"text": "q"} if name.endswith(".csv") else None,
+                           format="auto" if name.endswith(".csv") else "svamp")
+        assert (caught.value.path, caught.value.line) == (str(path), 3)
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(GSM_OK.encode() + b'{"question": "\xff"}\n')
+    assert load_questions(str(path), skip_bad_rows=True).bad_rows[0].line == 2
+
+
+def test_mapping_mistakes_name_the_files_and_have_cli_wording(tmp_path):
+    first, second = write(tmp_path, "a.csv", "q,gold\nPick,A\n"), write(tmp_path, "b.csv", "q,gold\nTwo,B\n")
+    with pytest.raises(InputError) as caught:
+        load_questions([first, second], fields={"answer": "gold"})
+    assert str(caught.value).startswith(f"{first}, {second}: fields must map 'text'")
+    assert caught.value.cli_message.startswith(f"{first}, {second}: add --field text=COLUMN")
+    with pytest.raises(InputError) as caught:
+        load_questions(first)
+    assert "(its columns: q, gold)" in str(caught.value) and "fields={'text': COLUMN" in str(caught.value)
+    assert "--field text=COLUMN --field answer=COLUMN" in caught.value.cli_message
+    assert "}}" not in str(caught.value) + caught.value.cli_message
 
 
 def test_bad_row_error_is_a_value_error_with_fields():

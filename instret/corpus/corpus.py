@@ -85,8 +85,8 @@ class Corpus:
         m = self.manifest
         sources = [source["path"] for source in m.sources]
         parts = ["instret", "corpus", "build"]
-        if sources and sources != [str(SAMPLE_GSM8K)]:
-            parts += [arg for path in sources for arg in ("--train", path)] + ["--domain", m.domain]
+        if sources != [str(SAMPLE_GSM8K)]:  # built from Python without `sources=`: the files are not known
+            parts += [arg for path in sources or ["TRAIN_FILE"] for arg in ("--train", path)] + ["--domain", m.domain]
         if m.guide_style != "concise":
             parts += ["--style", m.guide_style]
         if m.clustering.get("outliers", "nearest") != "nearest":
