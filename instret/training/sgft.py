@@ -175,11 +175,11 @@ def finetune_guide(data, base: str, out: str | Path, *, settings: LoraSettings =
     `base_gguf`: for a Hugging Face folder base, a GGUF of the same model for the embedded
     engine to serve the adapter on (a GGUF base serves itself). `stop_after`: end after that
     many steps of this run, as an interruption would (tests, budgets)."""
+    records = load_chat_data(data)  # bad data is reported before torch loads
     import torch
     from peft import LoraConfig, get_peft_model
     from tqdm.auto import tqdm
 
-    records = load_chat_data(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kind, path = resolve_base(base)

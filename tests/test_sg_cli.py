@@ -1,0 +1,46 @@
+"""`instret sg data` over HTTP against the loopback OpenAI-compatible server (a guide model and a
+solver model), and `instret sg finetune`'s message for data that is not there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from loopback import LoopbackServer
+from sg_helpers import GOOD_GUIDANCE, answer_reply, field_of, guidance_reply
+
+from instret.cli.main import main
+
+TRAIN = Path(__file__).parent / "fixtures" / "data" / "gsm8k_train.jsonl"
+
+
+def test_sg_data_over_http(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for name in ("INSTRET_TEACHER", "INSTRET_STUDENT", "INSTRET_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    golds = {json.loads(line)["question"]: json.loads(line)["answer"].rsplit("####", 1)[1].strip()
+             for line in TRAIN.read_text().splitlines()}
+
+    def respond(request):
+        if request.model == "guide":
+            return guidance_reply(GOOD_GUIDANCE)
+        return answer_reply(golds[field_of(request.user, "question")])
+
+    with LoopbackServer(models=["guide", "solver"], responder=respond) as server:
+        base = server.url + "/v1"
+        code = main(["sg", "data", "--train", str(TRAIN), "--teacher", "openai/guide", "--teacher-api-base", base,
+                     "--solver", "openai/solver", "--solver-api-base", base, "--out", "sg", "--no-progress"])
+        guide_requests = [r for r in server.requests_for("/v1/chat/completions") if r.body.get("model") == "guide"]
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "3 of 3 questions have accepted guidance" in out and "instret sg finetune --data sg" in out
+    assert len((tmp_path / "sg" / "train.jsonl").read_text().splitlines()) == 3
+    assert all(r.body.get("temperature") == 0.7 for r in guide_requests) and len(guide_requests) == 3
+    assert json.loads((tmp_path / "sg" / "report.json").read_text())["settings"]["teacher"] == "openai/guide"
+
+
+def test_sg_finetune_without_data_says_where_it_comes_from(tmp_path, capsys):
+    code = main(["sg", "finetune", "--data", str(tmp_path / "nothing"), "--base", "some.gguf", "--out",
+                 str(tmp_path / "out")])
+    assert code == 2
+    assert "instret sg data" in capsys.readouterr().err
