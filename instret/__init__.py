@@ -36,7 +36,8 @@ _PUBLIC = {
     "TeacherCoTQA": "instret.programs", "UncertaintyPolicy": "instret.lm.steps",
     "LogprobsUnavailable": "instret.lm.steps",
     "evaluate": "instret.evaluation.run", "EvalReport": "instret.evaluation.run", "LeakageError": "instret.evaluation.run",
-    "answer_with_recovery": "instret.lm.recovery",
+    "answer_with_recovery": "instret.lm.recovery", "run_with_recovery": "instret.lm.recovery",
+    "CallLog": "instret.lm.calls", "DEFAULT_MAX_TOKENS": "instret.lm.spec",
     "compile_program": "instret.training.optimize", "save_program": "instret.training.optimize", "trainset_from": "instret.training.optimize",
     "answer_metric": "instret.training.optimize",
 }
