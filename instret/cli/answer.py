@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-METHOD_NAMES = ("zero_shot", "cot", "passage_rag", "generic_guide", "instruction_retrieval")
+METHOD_NAMES = ("zero_shot", "cot", "passage_rag", "generic_guide", "instruction_retrieval",
+                "quest_cot", "first_step", "on_uncertainty", "teacher_cot", "solution_guidance")
 
 
 def register(commands) -> None:
@@ -38,6 +39,14 @@ def register(commands) -> None:
     evaluate.add_argument("--teacher", help="teacher model for two-model methods (its tokens are counted apart)")
     evaluate.add_argument("--teacher-api-base")
     evaluate.add_argument("--teacher-max-tokens", type=_positive, help="most tokens a teacher reply may take")
+    evaluate.add_argument("--teacher-steps", metavar="K[,K...]",
+                          help="first_step: steps the teacher writes; several values give one method each "
+                               "(first_step@1, first_step@2 ...; default 1)")
+    evaluate.add_argument("--threshold", metavar="T[,T...]",
+                          help="on_uncertainty: the teacher rewrites a student step whose mean token probability "
+                               "is under T; several values give one method each (on_uncertainty@0.7 ...; default 0.9)")
+    evaluate.add_argument("--max-interventions", type=int, metavar="M",
+                          help="on_uncertainty: most steps the teacher rewrites per question (default 3)")
     evaluate.add_argument("--threads", type=int, default=16)
     evaluate.add_argument("--out", help="results folder (default: runs/<corpus name>-<test file name>)")
     evaluate.add_argument("--no-progress", action="store_true")
@@ -97,7 +106,7 @@ def _program(method: str, corpus, kind: str, args, compiled: str | None = None, 
     from instret.programs.answering import make_program
 
     program = make_program(method, corpus, kind, k=args.k, mode=args.mode, min_similarity=args.min_similarity,
-                           teacher=teacher)
+                           teacher=teacher, max_interventions=getattr(args, "max_interventions", None))
     if compiled:
         program.load(compiled)
     return program
@@ -165,14 +174,17 @@ def _eval(args) -> int:
     settings = _settings(args)
     specs = [_student_spec(item, args.student_api_base, settings.student) for item in args.students.split(",")] \
         if args.students else [settings.student]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = _variants([m.strip() for m in args.methods.split(",") if m.strip()], args)
+    if not _logprobs_ready(specs, methods):
+        return 1
     teacher_spec = settings.teacher if _wants_teacher(settings, methods) else None
     if not _models_ready([("student", spec) for spec in specs]  # before a long run, not at question 1
                          + ([("teacher", teacher_spec)] if teacher_spec else [])):
         return 1
     compiled = dict(item.split("=", 1) for item in args.program)
     teacher = make_lm(teacher_spec) if teacher_spec else None  # one object: programs and evaluate count it alike
-    programs = {m: _program(m, corpus, kind, args, compiled.get(m), teacher=teacher) for m in methods}
+    programs = {m: _program(m, corpus, kind, args, compiled.get(m, compiled.get(m.split("@", 1)[0])),
+                            teacher=teacher) for m in methods}  # first_step=FILE serves every first_step@k
     specs = [_fit_context(spec, programs, questions) for spec in specs]
     name = Path(args.corpus).name if args.corpus else "no-corpus"
     out = Path(args.out or Path("runs") / f"{name}-{Path(args.test[0]).stem}")
@@ -199,6 +211,34 @@ def _student_spec(item: str, default_api_base: str | None, student=None):
     model, _, api_base = item.strip().partition("@")
     cap = student.max_tokens if student is not None else None
     return with_role_cap(as_spec(model, api_base=api_base or default_api_base, max_tokens=cap), "student")
+
+
+def _variants(methods: list[str], args) -> list[str]:
+    """`--teacher-steps 1,2` and `--threshold 0.5,0.9` turn first_step and on_uncertainty into one
+    method per value (first_step@1, first_step@2, on_uncertainty@0.5 ...): one point each on the
+    chart of accuracy against teacher tokens."""
+    values = {"first_step": args.teacher_steps, "on_uncertainty": args.threshold}
+    expanded = []
+    for method in methods:
+        listed = [value.strip() for value in (values.get(method) or "").split(",") if value.strip()]
+        expanded += [f"{method}@{value}" for value in listed] or [method]
+    return expanded
+
+
+def _logprobs_ready(specs, methods) -> bool:
+    """Methods that read the student's token log-probabilities refuse, before the run, a student
+    whose backend returns none."""
+    from instret.lm.steps import LogprobsUnavailable, require_logprobs
+    from instret.programs.intervention import NEEDS_LOGPROBS
+
+    for method in sorted({m.split("@", 1)[0] for m in methods} & NEEDS_LOGPROBS):
+        for spec in specs:
+            try:
+                require_logprobs(spec, method)
+            except LogprobsUnavailable as error:
+                print(f"instret: error: {error}", file=sys.stderr)
+                return False
+    return True
 
 
 def _wants_teacher(settings, methods) -> bool:
