@@ -51,9 +51,21 @@ def test_only_the_guidance_is_trained_on(tiny):
     assert encode(RECORDS[0], tokenizer, max_length=10) is None  # truncation left no guidance token
 
 
-def test_loss_falls_adapter_saved_and_gguf_matches_the_base(tiny, tmp_path):
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    """One SGFT run of the tiny model with the offline GGUF writer (no converter cached, no fetching)."""
     hf, base_gguf = tiny
-    report = finetune_guide(RECORDS, str(hf), tmp_path / "run", settings=FAST, base_gguf=base_gguf, progress=False)
+    folder = tmp_path_factory.mktemp("sgft")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INSTRET_CACHE", str(folder / "cache"))
+        patch.setenv("INSTRET_OFFLINE", "1")
+        patch.delenv("INSTRET_LLAMA_CPP", raising=False)
+        return finetune_guide(RECORDS, str(hf), folder / "run", settings=FAST, base_gguf=base_gguf, progress=False)
+
+
+def test_loss_falls_adapter_saved_and_gguf_matches_the_base(tiny, trained):
+    hf, base_gguf = tiny
+    report, tmp_path = trained, Path(trained.out).parent
     assert report.steps == 12 and len(report.losses) == 12
     assert sum(report.losses[-3:]) / 3 < sum(report.losses[:3]) / 3 - 0.2
     assert report.guidance_tokens < report.train_tokens and report.tokens_per_second > 0
@@ -126,3 +138,19 @@ def test_llama_cpp_converter_writes_what_the_offline_writer_does(tiny, tmp_path,
                     for f in ("theirs.gguf", "ours.gguf"))
     assert sorted(theirs) == sorted(ours)
     assert all(theirs[name].shape == ours[name].shape and np.allclose(theirs[name], ours[name]) for name in theirs)
+
+
+def test_the_engine_serves_base_plus_adapter(tiny, trained):
+    """The embedded llama.cpp engine loads the tiny base, and the adapter changes what it writes."""
+    pytest.importorskip("xllamacpp")
+    from instret.lm.local import parse_local, running_servers
+    from instret.lm.models import make_lm
+
+    base = make_lm(f"local/{tiny[1]}", max_tokens=12, temperature=0)
+    tuned = make_lm(trained.model_string, max_tokens=12, temperature=0)
+    try:
+        assert base("Asked: the total number") != tuned("Asked: the total number")
+    finally:
+        for server in running_servers():
+            if server.model in (parse_local(f"local/{tiny[1]}"), parse_local(trained.model_string)):
+                server.stop()
