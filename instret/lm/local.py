@@ -97,7 +97,7 @@ class LocalModel:
 
         path = catalog.cached_path(self.weights)
         if path is None:
-            if not pull:
+            if not pull or os.environ.get("INSTRET_NO_PULL", "").lower() in ("1", "true", "yes"):
                 raise LocalEngineError(f"the weights of {PREFIX}{self.weights} are not downloaded: run "
                                        f"`instret models pull {PREFIX}{self.weights}`")
             path = catalog.pull(self.weights, progress=progress)
@@ -203,6 +203,7 @@ class LocalServer:
         server, self._server = self._server, None
         if server is not None:
             del server  # xllamacpp stops the HTTP thread and frees the model when the Server is released
+            logger.info("%s: llama.cpp at %s stopped", self.model, self.url)
 
     def _wait_healthy(self) -> None:
         deadline, last = time.monotonic() + HEALTH_TIMEOUT, None
@@ -242,7 +243,8 @@ def local_server(model: "str | LocalModel", *, n_ctx: int | None = None, n_paral
     with _LOCK:
         for server in reversed(_SERVERS):
             have = server.settings
-            if (server.running and server.model == model and have.n_ctx >= want.n_ctx
+            whole_window = bool(server.context_length) and have.n_ctx >= server.context_length
+            if (server.running and server.model == model and (have.n_ctx >= want.n_ctx or whole_window)
                     and have.n_parallel >= want.n_parallel and port in (None, have.port)):
                 return server
         server = LocalServer(model, model.weights_path(progress=progress), want).start()

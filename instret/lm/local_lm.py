@@ -14,6 +14,7 @@ sure the server's slots hold the request (prompt estimated from its characters, 
 
 from __future__ import annotations
 
+import re
 import threading
 
 from instret.lm.local import (ENGINE_SETTINGS, LocalEngineError, LocalModel, LocalServer, local_server,
@@ -56,13 +57,15 @@ class LocalEngine:
         from dspy import lm15
 
         server = self.server_for(request)
-        try:
-            return self._client(server).complete(request)
-        except lm15.InvalidRequestError as error:  # llama.cpp: "exceeds the available context size"
-            if "context" not in str(error).lower() or not server.context_length or server.n_ctx >= server.context_length:
-                raise
-            bigger = self._use(min(server.n_ctx * 2, server.context_length))
-            return self._client(bigger).complete(request)
+        while True:
+            try:
+                return self._client(server).complete(request)
+            except lm15.InvalidRequestError as error:  # llama.cpp: "request (N tokens) exceeds the available context size"
+                if "context size" not in str(error) or not server.context_length or server.n_ctx >= server.context_length:
+                    raise
+                counted = re.search(r"request \((\d+) tokens\)", str(error))
+                need = int(counted.group(1)) + (request.config.max_tokens or 0) if counted else server.n_ctx * 2
+                server = self._use(slot_context(max(need, server.n_ctx + 1), 0, server.context_length))
 
     def stream(self, request):
         """The whole reply as stream events: instret's programs need no token-by-token output."""
