@@ -40,6 +40,13 @@ _PUBLIC = {
     "CallLog": "instret.lm.calls", "DEFAULT_MAX_TOKENS": "instret.lm.spec",
     "compile_program": "instret.training.optimize", "save_program": "instret.training.optimize", "trainset_from": "instret.training.optimize",
     "answer_metric": "instret.training.optimize",
+    "SolutionGuidanceQA": "instret.programs", "WriteGuidance": "instret.signatures",
+    "guidance_signature": "instret.signatures", "answer_with_guidance_signature": "instret.signatures",
+    "check_guidance": "instret.data.guidance", "guidance_metric": "instret.data.guidance",
+    "GuidanceCheck": "instret.data.guidance", "generate_sg_data": "instret.training.sg_data",
+    "SGDataReport": "instret.training.sg_data", "finetune_guide": "instret.training.sgft",
+    "LoraSettings": "instret.training.sgft", "FinetuneReport": "instret.training.sgft",
+    "LocalProvider": "instret.training.provider", "finetunable_lm": "instret.training.provider",
 }
 
 __all__ = sorted(_PUBLIC)

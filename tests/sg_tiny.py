@@ -35,7 +35,7 @@ def make_tiny_model(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 
     # could move the logits far from uniform, and a loss that cannot fall proves nothing.
     config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=1024, tie_word_embeddings=True, initializer_range=0.3,
+                         max_position_embeddings=4096, tie_word_embeddings=True, initializer_range=0.3,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     Qwen2ForCausalLM(config).save_pretrained(folder)
     return folder

@@ -80,7 +80,14 @@ class LocalProvider(Provider):
         """Make `lm` (named `local/...`) an LM served by the embedded engine; nothing for other models."""
         if self.frozen or not lm.model.startswith("local/"):
             return
+        from instret.lm.local import parse_local
         from instret.lm.models import make_lm
+
+        try:
+            parse_local(lm.model)
+        except ValueError as error:
+            raise ValueError(f"{lm.model} cannot be served before fine-tuning gives it a GGUF (pass base_gguf for "
+                             f"a Hugging Face folder): {error}") from None
 
         model_string = lm.model
         served = make_lm(model_string, **(launch_kwargs or {}))
@@ -94,7 +101,10 @@ class LocalProvider(Provider):
             return
         from instret.lm.local import parse_local, running_servers
 
-        wanted = parse_local(model_string)
+        try:
+            wanted = parse_local(model_string)
+        except ValueError:  # a Hugging Face folder: never served, nothing to stop
+            return
         for server in running_servers():
             if server.model == wanted:
                 server.stop()
