@@ -117,3 +117,13 @@ def test_eval_refuses_an_ollama_student_for_on_uncertainty_before_any_call(serve
 def test_eval_refuses_a_bad_variant_value(server, tmp_path, capsys):
     assert main(eval_command(server, tmp_path / "run", "--methods", "first_step", "--teacher-steps", "two")) != 0
     assert "teacher_steps must be an integer" in capsys.readouterr().err
+
+
+def test_answer_shows_the_teachers_steps_and_the_students_answer(server, capsys):
+    command = ["answer", "--method", "first_step", "--student", "openai/student", "--student-api-base",
+               server.url + "/v1", "--teacher", "openai/teacher", "--teacher-api-base", server.url + "/v1",
+               QUESTIONS[0].text]
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    assert "The teacher's first steps (openai/teacher):\nStep 1: Tom starts with 3 * 12 = 36 pens." in printed
+    assert "Reasoning (openai/student)" in printed and "Answer: 31" in printed

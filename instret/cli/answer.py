@@ -21,6 +21,8 @@ def register(commands) -> None:
                         help="a multiple-choice option, repeated: --option 'A=Aspirin' --option 'B=...'")
     answer.add_argument("--method", default="instruction_retrieval", choices=METHOD_NAMES)
     answer.add_argument("--program", help="compiled program JSON to load (from `instret compile`)")
+    answer.add_argument("--teacher", help="teacher model, for the methods that need one (first_step, on_uncertainty ...)")
+    answer.add_argument("--teacher-api-base")
     answer.set_defaults(run=_answer)
 
     evaluate = commands.add_parser("eval", help="compare methods × students on a test set")
@@ -118,13 +120,17 @@ def _answer(args) -> int:
 
     from instret.lm.models import make_lm
     from instret.data.scoring import kind_of
+    from instret.programs.answering import NEEDS_TEACHER
 
     corpus = _open_corpus(args)
     options = dict(item.split("=", 1) for item in args.option) if args.option else None
     kind = args.kind or ("choice" if options else kind_of(corpus.manifest.domain) if corpus else "numeric")
     settings = _settings(args)
-    program = _program(args.method, corpus, kind, args, args.program)
-    if not _models_ready([("student", settings.student)]):
+    teacher_spec = settings.teacher if args.method in NEEDS_TEACHER else None
+    program = _program(args.method, corpus, kind, args, args.program,
+                       teacher=make_lm(teacher_spec) if teacher_spec else None)
+    if not _logprobs_ready([settings.student], [args.method]) or not _models_ready(
+            [("student", settings.student)] + ([("teacher", teacher_spec)] if teacher_spec else [])):
         return 1
     try:
         with dspy.context(lm=make_lm(settings.student)):
@@ -140,8 +146,14 @@ def _answer(args) -> int:
             print(f"  {score:.3f}  {titles.get(guide_id, guide_id)}")
     elif args.method == "instruction_retrieval":
         print("No guide was similar enough; the student answered on its own.")
+    if prediction.get("teacher_steps"):
+        print(f"\nThe teacher's first steps ({teacher_spec.model}):\n{prediction.teacher_steps}")
+    if prediction.get("rewritten_steps"):
+        print(f"\nSteps rewritten by the teacher ({teacher_spec.model}): "
+              f"{', '.join(map(str, prediction.rewritten_steps))}")
     if prediction.get("reasoning"):
-        print(f"\nReasoning ({settings.student.model}):\n{prediction.reasoning}")
+        writer = teacher_spec.model if args.method == "teacher_cot" else settings.student.model
+        print(f"\nReasoning ({writer}):\n{prediction.reasoning}")
     print(f"\nAnswer: {prediction.answer}")
     return 0
 
