@@ -143,6 +143,10 @@ def _stated_answer(text: str, question: str, gold, kind: str, given: frozenset[F
                 rf"(?:choose|pick|select)\s+(?:option\s*)?)\(?{letter}\)?(?![\w])", text, re.I):
             return f"announces the answer {letter}"
         return None
+    compact = re.sub(r"\s+", "", str(gold))
+    if kind == EXPRESSION and len(compact) >= 3 and compact in re.sub(r"\s+", "", text) \
+            and compact not in re.sub(r"\s+", "", question):
+        return f"states the gold answer {gold}"  # \frac{3}{4} is one answer, not the numbers 3 and 4
     number = parse_number(gold)
     if number is not None:
         said = re.search(r"\banswer\b\s*(?:is|will be|should be|:|=)\s*[$£€]?\s*(-?[\d,]*\.?\d+)", text, re.I)
@@ -151,16 +155,14 @@ def _stated_answer(text: str, question: str, gold, kind: str, given: frozenset[F
         if abs(number) not in given and any(value == abs(number) for _, value in _numbers(_without_enumeration(text))):
             return f"states the gold answer {canonical_answer(NUMERIC, gold)}"
         return None
-    compact = re.sub(r"\s+", "", str(gold))
-    if len(compact) >= 3 and compact in re.sub(r"\s+", "", text) and compact not in re.sub(r"\s+", "", question):
-        return f"states the gold answer {gold}"
     return None
 
 
 def _computations(text: str, given: frozenset[Fraction]) -> list[str]:
     found = []
     for match in _EQUALS.finditer(text):
-        start = max(text.rfind(mark, 0, match.start()) for mark in ("\n", ",", ";", ":", "(")) + 1
+        start = max((at + len(mark) for mark in ("\n", ",", ";", ":", "(", ". ")
+                     if (at := text.rfind(mark, 0, match.start())) >= 0), default=0)
         left = " ".join(text[start:match.start()].split())[-40:].strip(" .-*")
         right = parse_number(match.group(1))
         if _OPERATOR.search(left) or (right is not None and abs(right) not in given):
