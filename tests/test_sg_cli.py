@@ -44,3 +44,35 @@ def test_sg_finetune_without_data_says_where_it_comes_from(tmp_path, capsys):
                  str(tmp_path / "out")])
     assert code == 2
     assert "instret sg data" in capsys.readouterr().err
+
+
+def test_eval_solution_guidance_counts_guide_tokens_apart(tmp_path, monkeypatch, capsys):
+    """`instret eval --methods cot,solution_guidance`: the guide model (--teacher) writes the guidance,
+    the student answers; the summary reports the guide's tokens apart from the student's."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("INSTRET_TEACHER", "INSTRET_STUDENT", "INSTRET_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    test = Path(__file__).parent / "fixtures" / "data" / "gsm8k_test.jsonl"
+    golds = {json.loads(line)["question"]: json.loads(line)["answer"].rsplit("####", 1)[1].strip()
+             for line in test.read_text().splitlines()}
+
+    def respond(request):
+        if request.model == "guide":
+            return guidance_reply(GOOD_GUIDANCE)
+        return answer_reply(golds[field_of(request.user, "question")])
+
+    with LoopbackServer(models=["guide", "solver"], responder=respond) as server:
+        base = server.url + "/v1"
+        code = main(["eval", "--test", str(test), "--limit", "3", "--student", "openai/solver", "--student-api-base",
+                     base, "--teacher", "openai/guide", "--teacher-api-base", base, "--methods",
+                     "cot,solution_guidance", "--out", "run", "--no-progress"])
+        guided = [r for r in server.requests_for("/v1/chat/completions") if r.body.get("model") == "solver"
+                  and GOOD_GUIDANCE.splitlines()[0] in json.dumps(r.body)]
+    assert code == 0, capsys.readouterr()
+    rows = {row["method"]: row for row in json.loads((tmp_path / "run" / "summary.json").read_text())}
+    assert rows["solution_guidance"]["teacher_tokens_per_question"] > 0 and rows["cot"]["teacher_tokens_per_question"] == 0
+    assert rows["solution_guidance"]["accuracy"] == 1.0 and len(guided) == 3
+    results = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    sg = [r for r in results if r["method"] == "solution_guidance"]
+    assert all(r["teacher_completion_tokens"] > 0 and r["completion_tokens"] > 0 for r in sg)
+    assert all(r["outputs"]["guidance"] == GOOD_GUIDANCE for r in sg)
