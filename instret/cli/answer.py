@@ -148,6 +148,8 @@ def _answer(args) -> int:
         print("No guide was similar enough; the student answered on its own.")
     if prediction.get("teacher_steps"):
         print(f"\nThe teacher's first steps ({teacher_spec.model}):\n{prediction.teacher_steps}")
+    if prediction.get("guidance"):
+        print(f"\nSolution guidance ({teacher_spec.model}):\n{prediction.guidance}")
     if prediction.get("rewritten_steps"):
         print(f"\nSteps rewritten by the teacher ({teacher_spec.model}): "
               f"{', '.join(map(str, prediction.rewritten_steps))}")
