@@ -74,7 +74,8 @@ def with_teacher_split(rows: list[dict], out: Path, questions) -> list[dict]:
         mine = [r for r in records if r["method"] == row["method"] and r["student"] == row["student"]
                 and r["question_id"] in ids]
         for part in ("prompt", "completion"):
-            row[f"teacher_{part}_per_question"] = sum(r.get(f"teacher_{part}_tokens", 0) for r in mine) / max(1, len(mine))
+            tokens = sum(r.get(f"teacher_{part}_tokens", 0) for r in mine)
+            row[f"teacher_{part}_per_question"] = tokens / max(1, len(mine))
     return rows
 
 
@@ -166,7 +167,8 @@ def main(argv=None) -> int:
         sections += [f"## {name} (first {args.limit})", "", table(rows, methods(args.teacher_steps, args.thresholds)),
                      "", claim(rows), ""]
     report = [f"# Teacher intervention on local models ({datetime.date.today()})", "",
-              f"Machine: {machine()}.", "", "Models: " + "; ".join(model_file(m.partition("@")[0]) for m in [args.teacher, *names]) + ".",
+              f"Machine: {machine()}.", "",
+              "Models: " + "; ".join(model_file(m.partition("@")[0]) for m in [args.teacher, *names]) + ".",
               "", f"Command: `python benchmarks/bench_intervention.py {' '.join(argv or sys.argv[1:])}`", "", *sections]
     if args.results:
         args.results.parent.mkdir(parents=True, exist_ok=True)

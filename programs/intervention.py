@@ -1,11 +1,13 @@
 """Right-time teacher intervention: when a large teacher helps a small student, and how much.
 
-| method | program | the teacher | the student |
-|---|---|---|---|
-| `quest_cot` | `QuestCoTQA` | none | asks itself the question that gets it started, then solves |
-| `first_step` | `FirstStepQA` | writes the first k steps, stopped after k | continues from them and answers |
-| `on_uncertainty` | `OnUncertaintyQA` | rewrites a step whose mean token probability is under τ, at most m per question | writes one step at a time, with log-probabilities, then answers |
-| `teacher_cot` | `TeacherCoTQA` | reasons and answers alone: the ceiling | none |
+- `quest_cot` (`QuestCoTQA`): no teacher; the student first asks itself the question that gets it
+  started, then solves.
+- `first_step` (`FirstStepQA`): the teacher writes the first k steps and is stopped after k; the
+  student continues from them and answers.
+- `on_uncertainty` (`OnUncertaintyQA`): the student writes one step at a time with token
+  log-probabilities; the teacher rewrites a step whose mean token probability is under τ, at
+  most m times per question; the student answers.
+- `teacher_cot` (`TeacherCoTQA`): the teacher reasons and answers alone: the ceiling.
 
     >>> teacher = make_lm("local/qwen2.5-coder-1.5b")
     >>> program = make_program("first_step", kind="numeric", teacher=teacher, teacher_steps=2)

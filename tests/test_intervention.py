@@ -108,7 +108,8 @@ def test_mean_probability_counts_only_the_steps_tokens():
         if position < end and position + len(token) > start:
             chosen.append(i)
         position += len(token)
-    logprobs = {"content": [{"token": t, "logprob": math.log(0.5) if i in chosen else 0.0} for i, t in enumerate(tokens)]}
+    logprobs = {"content": [{"token": t, "logprob": math.log(0.5) if i in chosen else 0.0}
+                            for i, t in enumerate(tokens)]}
     assert inside - set(chosen)  # header tokens exist and are left out
     assert mean_probability(logprobs, "Step 2: 36 - 5 = 31") == pytest.approx(0.5)
     assert mean_probability({"content": []}, "x") is None
@@ -196,8 +197,8 @@ def test_on_uncertainty_rewrites_exactly_the_unsure_steps_within_the_cap(server,
     assert len(drafts) == 5 and all(r.body["logprobs"] is True for r in drafts)
     assert [r.body["stop"][0] for r in drafts] == [f"Step {n}:" for n in range(2, 7)]
     final = field(chats(server, "student")[-1].body["messages"][-1]["content"], "steps_so_far").splitlines()
-    assert final == [f"Step {n}: teacher fix {n}" if n in rewritten else
-                     (f"Step {n}: student step {n}" if n < 5 else "Step 5: The final answer is 31.") for n in range(1, 6)]
+    drafted = [f"Step {n}: student step {n}" for n in range(1, 5)] + ["Step 5: The final answer is 31."]
+    assert final == [f"Step {n}: teacher fix {n}" if n in rewritten else drafted[n - 1] for n in range(1, 6)]
     assert prediction.answer == 31.0
 
 
@@ -213,7 +214,8 @@ def test_a_teacher_step_stands_in_the_prompt_of_every_later_student_step(server)
 def test_ollama_student_gets_the_clear_error_before_any_call(server):
     program = make_program("on_uncertainty", kind="numeric", teacher=lm(server, "teacher"))
     ollama = make_lm(ModelSpec("ollama_chat/student", api_base=server.url, extra=FAST))
-    with dspy.context(lm=ollama), pytest.raises(LogprobsUnavailable, match=r"openai/student --student-api-base http://.*:11434/v1"):
+    advice = r"openai/student --student-api-base http://.*:11434/v1"
+    with dspy.context(lm=ollama), pytest.raises(LogprobsUnavailable, match=advice):
         program(question=QUESTION)
     assert server.hits["/api/chat"] == 0 and server.hits["/v1/chat/completions"] == 0
 
@@ -240,7 +242,8 @@ def test_quest_cot_asks_the_student_for_its_starting_question_first(server):
 def test_teacher_cot_asks_only_the_teacher(server):
     server.responder = lambda request: reply(reasoning="36 - 5 = 31", answer="31")
     with dspy.context(lm=lm(server, "student")):
-        assert make_program("teacher_cot", kind="numeric", teacher=lm(server, "teacher"))(question=QUESTION).answer == 31
+        program = make_program("teacher_cot", kind="numeric", teacher=lm(server, "teacher"))
+        assert program(question=QUESTION).answer == 31
     assert len(chats(server, "teacher")) == 1 and not chats(server, "student")
 
 
@@ -249,7 +252,8 @@ def test_registry_variants_and_missing_teacher(server):
     assert {"first_step", "on_uncertainty", "teacher_cot"} <= NEEDS_TEACHER
     assert make_program("first_step@2", kind="numeric", teacher=teacher).teacher_steps == 2
     assert make_program("on_uncertainty@0.7", kind="numeric", teacher=teacher).policy.threshold == 0.7
-    assert make_program("on_uncertainty", kind="choice", teacher=teacher, max_interventions=1).policy.max_interventions == 1
+    capped = make_program("on_uncertainty", kind="choice", teacher=teacher, max_interventions=1)
+    assert capped.policy.max_interventions == 1
     for bad, message in [("cot@2", "only first_step@"), ("first_step@x", "integer"), ("first_step@0", "1 or more")]:
         with pytest.raises(ValueError, match=message):
             make_program(bad, kind="numeric", teacher=teacher)

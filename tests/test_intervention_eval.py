@@ -68,7 +68,8 @@ def test_every_row_counts_teacher_and_student_tokens_exactly(server, tmp_path):
         assert report.answered_now == len(QUESTIONS) and not report.failures
         for line in (tmp_path / method / "results.jsonl").read_text().splitlines():
             row = json.loads(line)
-            assert (row["prompt_tokens"], row["completion_tokens"]) == server.script.tokens("student", row["question_id"])
+            billed = server.script.tokens("student", row["question_id"])
+            assert (row["prompt_tokens"], row["completion_tokens"]) == billed, method
             assert ((row["teacher_prompt_tokens"], row["teacher_completion_tokens"])
                     == server.script.tokens("teacher", row["question_id"])), method
         (summary[method],) = [r for r in report.summary if "accuracy" in r]
@@ -93,7 +94,8 @@ def test_eval_expands_thresholds_and_teacher_steps_into_one_method_each(server, 
     expected = {"cot", "first_step@1", "first_step@2", "on_uncertainty@0.2", "on_uncertainty@0.9", "teacher_cot"}
     assert {r["method"] for r in rows} == expected and len(rows) == 2 * len(expected)
     for row in rows:
-        assert (row["teacher_prompt_tokens"] > 0) == (row["method"] not in ("cot", "on_uncertainty@0.2"))  # no step under 0.2
+        no_teacher = row["method"] in ("cot", "on_uncertainty@0.2")  # no student step is under 0.2
+        assert (row["teacher_prompt_tokens"] > 0) == (not no_teacher)
         if row["method"].startswith("on_uncertainty"):
             assert int(row["outputs"]["interventions"]) == (row["method"] == "on_uncertainty@0.9")  # capped at 1
     printed = capsys.readouterr().out
@@ -110,7 +112,8 @@ def test_eval_refuses_an_ollama_student_for_on_uncertainty_before_any_call(serve
     command[command.index("--student-api-base") + 1] = server.url
     assert main(command) == 1
     error = capsys.readouterr().err
-    assert "on_uncertainty needs token log-probabilities" in error and "--student openai/student --student-api-base" in error and "/v1" in error
+    assert "on_uncertainty needs token log-probabilities" in error
+    assert "--student openai/student --student-api-base http://<ollama host>:11434/v1" in error
     assert not server.requests_for("/v1/chat/completions") and not server.requests_for("/api/chat")
 
 
@@ -127,3 +130,13 @@ def test_answer_shows_the_teachers_steps_and_the_students_answer(server, capsys)
     printed = capsys.readouterr().out
     assert "The teacher's first steps (openai/teacher):\nStep 1: Tom starts with 3 * 12 = 36 pens." in printed
     assert "Reasoning (openai/student)" in printed and "Answer: 31" in printed
+
+
+def test_sizing_an_ollama_students_context_asks_the_teacher_nothing(server, tmp_path):
+    command = eval_command(server, tmp_path / "run", "--methods", "first_step,teacher_cot")
+    command[command.index("openai/student")] = "ollama_chat/student"
+    command[command.index("--student-api-base") + 1] = server.url
+    assert main(command) == 0
+    teacher_calls = [r for r in server.requests_for("/v1/chat/completions") if r.model == "teacher"]
+    assert len(teacher_calls) == 2 * 2  # one per question and method: none to measure the student's prompts
+    assert {r.options.get("num_ctx") for r in server.requests_for("/api/chat")} == {2048}

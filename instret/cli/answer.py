@@ -21,7 +21,7 @@ def register(commands) -> None:
                         help="a multiple-choice option, repeated: --option 'A=Aspirin' --option 'B=...'")
     answer.add_argument("--method", default="instruction_retrieval", choices=METHOD_NAMES)
     answer.add_argument("--program", help="compiled program JSON to load (from `instret compile`)")
-    answer.add_argument("--teacher", help="teacher model, for the methods that need one (first_step, on_uncertainty ...)")
+    answer.add_argument("--teacher", help="teacher model for the methods that need one (first_step, teacher_cot ...)")
     answer.add_argument("--teacher-api-base")
     answer.set_defaults(run=_answer)
 
@@ -272,7 +272,16 @@ def _fit_context(spec, programs: dict, questions, sample: int = 20):
     from instret.lm.context import fit_num_ctx, program_prompts
 
     inputs = [{"question": q.text, "options": q.options} for q in questions[:sample]]
-    prompts = [prompt for program in programs.values() for prompt in program_prompts(program, inputs)]
+    # Predictors pinned to a teacher (or a guide model) would call it for real while the prompts are
+    # measured: unpin them for the measurement, so the stand-in LM answers every predictor.
+    pinned = [(predictor, predictor.lm) for program in programs.values() for _, predictor in program.named_predictors()]
+    try:
+        for predictor, _ in pinned:
+            predictor.lm = None
+        prompts = [prompt for program in programs.values() for prompt in program_prompts(program, inputs)]
+    finally:
+        for predictor, lm in pinned:
+            predictor.lm = lm
     fitted = fit_num_ctx(spec, prompts, spec.max_tokens or 1024)
     print(f"{spec.model}: num_ctx {fitted.num_ctx} (longest prompt of {len(inputs)} sampled questions)")
     return fitted
