@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from instret.corpus.clustering import GENERAL, Cluster
 from instret.corpus.manifest import CHROMA, CLUSTERING, EMBEDDINGS, QUESTIONS_FILE, CorpusError, Manifest
 from instret.corpus.store import GuideStore, StoredGuide
 from instret.data.questions import Question
-
-GENERAL = -1  # the label HDBSCAN's noise keeps under `--outliers general` (one bucket with its own guide)
 
 
 @dataclass
@@ -183,7 +182,7 @@ class Corpus:
         for number, cluster in enumerate(clusters, 1):
             points = coords[[row[q] for q in cluster.question_ids]]
             colour, marker = cluster_style(number - 1, general=cluster.label == GENERAL)
-            axes.scatter(points[:, 0], points[:, 1], s=14, alpha=0.75, color=colour, marker=marker,
+            axes.scatter(points[:, 0], points[:, 1], s=18, alpha=0.75, color=colour, marker=marker,
                          linewidths=0, label=f"{number}. {_short(cluster.name, 48)} ({cluster.size})")
             x, y = np.median(points, axis=0)
             axes.annotate(str(number), (x, y), fontsize=8, fontweight="bold", ha="center", va="center",
@@ -220,8 +219,6 @@ def _short(text: str, width: int) -> str:
 
 
 def _cluster_id(question_ids: list[str]) -> str:
-    from instret.corpus.clustering import Cluster
-
     return Cluster(label=0, question_ids=question_ids, centroid=np.zeros(1)).id
 
 
