@@ -234,8 +234,7 @@ def finetune_guide(data, base: str, out: str | Path, *, settings: LoraSettings =
     if export_gguf:
         from instret.training.lora_gguf import export_adapter, served_model_string
 
-        base_config = out / "base-config"
-        model.get_base_model().config.save_pretrained(base_config)  # what the converter reads of the base
+        base_config = _write_base_config(model.get_base_model(), out / "base-config")
         report.adapter_gguf, report.gguf_converter = export_adapter(out / ADAPTER, base_config, out / "adapter.gguf")
         serving = path if kind == "gguf" else (Path(base_gguf).resolve() if base_gguf else None)
         report.model_string = served_model_string(base, serving, report.adapter_gguf)
@@ -245,6 +244,17 @@ def finetune_guide(data, base: str, out: str | Path, *, settings: LoraSettings =
     report.finished = now()
     atomic_write_text(out / REPORT, json.dumps(asdict(report), indent=2) + "\n")
     return report
+
+
+def _write_base_config(model, folder: Path) -> Path:
+    """The base's config.json, which is all the GGUF converter reads of the base. A model read
+    from GGUF has no `architectures` (the converter's key to the tensor layout) and carries a
+    `gguf` quantization_config the converter refuses: name the class, drop the quantization."""
+    config = model.config.to_dict()
+    config["architectures"] = [type(model).__name__]
+    config.pop("quantization_config", None)
+    atomic_write_text(folder / "config.json", json.dumps(config, indent=2) + "\n")
+    return folder
 
 
 def batch_at(examples, step: int, settings: LoraSettings, pad_id: int, device: str) -> dict:
