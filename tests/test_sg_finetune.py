@@ -154,3 +154,17 @@ def test_the_engine_serves_base_plus_adapter(tiny, trained):
         for server in running_servers():
             if server.model in (parse_local(f"local/{tiny[1]}"), parse_local(trained.model_string)):
                 server.stop()
+
+
+def test_the_converter_is_told_the_architecture_of_a_gguf_loaded_base(tmp_path):
+    """transformers reads a GGUF into a config with no `architectures` and a `gguf` quantization_config;
+    llama.cpp's converter needs the first and refuses the second."""
+    from types import SimpleNamespace
+
+    from instret.training.sgft import _write_base_config
+
+    class Qwen2ForCausalLM:
+        config = SimpleNamespace(to_dict=lambda: {"model_type": "qwen2", "quantization_config": {"quant_method": "gguf"}})
+
+    written = json.loads((_write_base_config(Qwen2ForCausalLM(), tmp_path) / "config.json").read_text())
+    assert written == {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}
