@@ -97,6 +97,19 @@ def test_samples_until_one_is_accepted_each_fresh(tmp_path):
     assert report.accepted_samples == 1 and len(replies) == 1
 
 
+def test_a_validator_of_ones_own(tmp_path):
+    from instret.data.guidance import GuidanceCheck
+
+    def on_topic(guidance, question, gold, *, kind, options, max_words):
+        return GuidanceCheck(False, ("off_topic",), ("never mentions apples",)) if "apple" not in guidance \
+            else GuidanceCheck(True)
+
+    (teacher, _), (solver, solver_engine) = _teacher(), _solver()
+    report = generate_sg_data([_question("accepted")], teacher=teacher, solver=solver, kind="numeric",
+                              out_dir=tmp_path, samples=2, progress=False, validator=on_topic)
+    assert report.rejected["off_topic"] == 2 and solver_engine.calls == 0
+
+
 def test_sampling_needs_a_temperature_above_zero(tmp_path):
     (teacher, _), (solver, _) = _teacher(), _solver()
     with pytest.raises(ValueError, match="temperature"):

@@ -30,15 +30,23 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from instret.data.files import Journal, atomic_write_text, now
-from instret.data.guidance import DEFAULT_MAX_WORDS, check_guidance
+from instret.data.guidance import DEFAULT_MAX_WORDS, GuidanceCheck, check_guidance
 from instret.data.questions import Question
 
 SAMPLES, TRAIN, REPORT = "samples.jsonl", "train.jsonl", "report.json"
 #: Why a sample was not kept: the validator's reasons, then the solver's verdict.
 REJECTIONS = ("empty", "states_answer", "computes", "new_number", "too_long", "wrong_answer")
+
+
+class GuidanceValidator(Protocol):
+    """Judges one guidance sample (`check_guidance` is the default); a failed check's `reason`
+    is counted in the report."""
+
+    def __call__(self, guidance: str, question: str, gold, *, kind: str, options: dict | None,
+                 max_words: int) -> "GuidanceCheck": ...
 
 
 @dataclass
@@ -71,7 +79,8 @@ class SGDataReport:
 
 def generate_sg_data(questions: Sequence[Question], *, teacher, solver, kind: str, out_dir: str | Path,
                      samples: int = 4, keep: int = 1, temperature: float = 0.7, max_words: int = DEFAULT_MAX_WORDS,
-                     threads: int = 4, progress: bool = True) -> SGDataReport:
+                     threads: int = 4, progress: bool = True,
+                     validator: GuidanceValidator = check_guidance) -> SGDataReport:
     """Write SG data for `questions` (with gold answers) into `out_dir`, resuming what is there."""
     from tqdm.auto import tqdm
 
@@ -97,7 +106,8 @@ def generate_sg_data(questions: Sequence[Question], *, teacher, solver, kind: st
         records = done.get(question.id, [])
         while _accepted(records) < keep and len(records) < samples:
             try:
-                record = sample(program, solver, question, len(records) + 1, kind, temperature, max_words)
+                record = sample(program, solver, question, len(records) + 1, kind, temperature, max_words,
+                                validator)
             except Exception as error:  # a failing call never stops the run; the next run asks again
                 with lock:
                     failed[type(error).__name__] += 1
@@ -121,7 +131,8 @@ def generate_sg_data(questions: Sequence[Question], *, teacher, solver, kind: st
     return _write_outputs(out, questions, _by_question(journal.read().values()), report, dict(failed))
 
 
-def sample(program, solver, question: Question, number: int, kind: str, temperature: float, max_words: int) -> dict:
+def sample(program, solver, question: Question, number: int, kind: str, temperature: float, max_words: int,
+           validator: GuidanceValidator = check_guidance) -> dict:
     """One guidance sample for `question`, judged: the validator first, then the solver."""
     import dspy
 
@@ -132,8 +143,8 @@ def sample(program, solver, question: Question, number: int, kind: str, temperat
     inputs = answer_inputs(kind, question.text, question.options)
     guidance, teacher_tokens = program.write_guidance(
         inputs, temperature=temperature, rollout_id=secrets.randbits(48))
-    check = check_guidance(guidance, question.text, question.answer, kind=kind, options=question.options,
-                           max_words=max_words)
+    check = validator(guidance, question.text, question.answer, kind=kind, options=question.options,
+                      max_words=max_words)
     record = {"key": f"{question.id}#{number}", "question_id": question.id, "sample": number,
               "guidance": guidance, "valid": check.ok, "problems": list(check.details), "answer": None,
               "correct": None, "teacher_tokens": teacher_tokens, "solver_tokens": {}, "time": now()}
@@ -202,7 +213,7 @@ def _write_outputs(out: Path, questions, records: dict[str, list[dict]], report:
             else:
                 rejected[record["reason"]] += 1
         report.accepted_questions += _accepted(records.get(question.id, [])) > 0
-    report.rejected = {reason: rejected.get(reason, 0) for reason in REJECTIONS}
+    report.rejected = {**{reason: 0 for reason in REJECTIONS}, **rejected}  # a custom validator's reasons too
     report.failed = failed
     report.teacher_tokens, report.solver_tokens = dict(teacher), dict(solver)
     report.finished = now()
@@ -212,4 +223,4 @@ def _write_outputs(out: Path, questions, records: dict[str, list[dict]], report:
     return report
 
 
-__all__ = ["generate_sg_data", "SGDataReport", "training_messages", "REJECTIONS"]
+__all__ = ["generate_sg_data", "SGDataReport", "GuidanceValidator", "training_messages", "REJECTIONS"]
