@@ -41,7 +41,19 @@ def local_lm(spec: ModelSpec):
 
 
 class LocalEngine:
-    """Starts (or reuses) the model's server at the first request, then sends through lm15."""
+    """Starts (or reuses) the model's server at the first request, then sends through lm15.
+
+    It tells DSPy's adapters what llama.cpp's server does (DSPy does not know a local model's
+    name): `response_format` with a JSON schema is enforced by grammar-constrained sampling, so
+    DSPy's JSON adapter gets replies that parse even from a 0.5B model; log-probabilities too.
+    """
+
+    supports_response_schema = True
+    supports_function_calling = False
+    supports_reasoning = False
+    supported_params = frozenset({"temperature", "max_tokens", "max_completion_tokens", "top_p", "stream", "stop",
+                                  "seed", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty",
+                                  "logit_bias", "response_format"})
 
     def __init__(self, model: str, *, n_ctx: int | None = None, timeout: float | None = None, **settings):
         unknown = set(settings) - set(ENGINE_SETTINGS)
