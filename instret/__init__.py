@@ -25,6 +25,8 @@ _PUBLIC = {
     "CorpusError": "instret.corpus.manifest",
     "ModelSpec": "instret.lm.spec", "make_lm": "instret.lm.models",
     "Settings": "instret.lm.config", "load_settings": "instret.lm.config",
+    "local_server": "instret.lm.local", "LocalEngineError": "instret.lm.local", "pull_weights": "instret.lm.catalog",
+    "WeightsError": "instret.lm.catalog",
     "GuideWriter": "instret.programs", "WriteClusterGuide": "instret.signatures",
     "GuideRetriever": "instret.corpus.retrieval", "PassageRetriever": "instret.corpus.retrieval",
     "score": "instret.data.scoring", "score_answer": "instret.data.scoring", "ScoredAnswer": "instret.data.scoring",

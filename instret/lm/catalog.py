@@ -255,3 +255,6 @@ def _write_stamp(path: Path) -> None:
     from instret.data.files import atomic_write_text
 
     atomic_write_text(path.with_name(path.name + ".verified"), json.dumps(_stamp(path)))
+
+
+pull_weights = pull  # its public name: `instret.pull_weights("qwen2.5-coder-0.5b")`
