@@ -52,4 +52,7 @@ def test_solution_guidance_notebook(tmp_path, monkeypatch):
     assert f"fine-tuned guide: local/{base_gguf}+" in outputs and "adapter.gguf" in outputs
     assert "fine-tuned guide: accuracy" in outputs
     assert (tmp_path / "sgft-notebook" / "adapter" / "adapter_config.json").exists()
-    assert len(solver_calls) >= 12  # evaluate twice, bootstrap traces, and the tuned program's answers
+    # Evaluate (its second pass is cached) and the bootstrap traces. The tuned tiny guide writes random
+    # tokens, which llama.cpp's server may refuse to parse as a chat reply (HTTP 500): Evaluate counts
+    # those as errors, so the solver calls after the tuned guide are not counted on here.
+    assert len(solver_calls) >= 8, outputs
