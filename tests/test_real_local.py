@@ -69,35 +69,41 @@ def test_corpus_built_by_the_real_teacher_then_rebuilt_without_asking(work, caps
     from instret.corpus.corpus import Corpus
 
     folder, train = work
-    command = ["corpus", "build", "--train", str(train), "--domain", "grade-school math", "--out",
-               str(folder / "corpus"), "--teacher", MODEL, "--teacher-max-tokens", "400", "--examples-per-guide", "3",
+    out = folder / "corpus"
+    command = ["corpus", "build", "--train", str(train), "--domain", "grade-school math", "--out", str(out),
+               "--teacher", MODEL, "--teacher-max-tokens", "500", "--examples-per-guide", "3",
                "--min-cluster-size", "6", "--threads", "4", "--no-progress"]
     clock = time.perf_counter()
     code = main(command)
     captured = capsys.readouterr()
     with capsys.disabled():
         print(f"\n{captured.out}{captured.err}build: {time.perf_counter() - clock:.0f} s")
-    corpus = Corpus.open(folder / "corpus")
-    written = [json.loads(line) for line in (folder / "corpus" / "guides.jsonl").read_text().splitlines()]
-    assert servers_started() == 1  # the teacher's server
-    assert written and len(corpus.guides()) == len(written)
-    # A 0.5B teacher may break the format; then the guide is recorded as missing and the build says so.
-    assert code == 0 or ("guides are still missing" in captured.err and code == 3), captured.err
+    assert code in (0, 3), captured.err  # 3: a guide the 0.5B could not write in the format, recorded below
+    assert servers_started() == 1  # the teacher's server, started at its first request
+    manifest = json.loads((out / "manifest.json").read_text())
+    written = _lines(out / "guides.jsonl")
+    failed = {row["guide_id"]: row for row in _lines(out / "failed_guides.jsonl")}
+    assert len(Corpus.open(out).guides()) == len(written) and set(failed).isdisjoint(r["guide_id"] for r in written)
+    assert len(written) + len(failed) == manifest["n_clusters"]  # every cluster: a guide, or a recorded failure
+    assert all(row["recovery"] and row["replies"] and row["replies"][0]["raw"] for row in failed.values())
+    assert (code == 0) == (not failed)
 
     stop_servers()
-    assert main(command) == code
-    rerun = capsys.readouterr().out
-    assert servers_started() == 0 or code == 3  # nothing was asked again when every guide was there
-    if code == 0:
-        assert "guides: 0 written now" in rerun
+    if code == 0:  # a failed guide is asked again by a rerun, by design; a complete corpus asks nothing
+        assert main(command) == 0
+        assert "guides: 0 written now" in capsys.readouterr().out and servers_started() == 0
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_eval_of_three_methods_records_every_row_then_reruns_without_asking(work, capsys):
     from instret.cli.main import main
 
     folder, _ = work
-    if not (folder / "corpus" / "manifest.json").exists():
-        pytest.skip("needs the corpus of the test before")
+    if not _lines(folder / "corpus" / "guides.jsonl"):
+        pytest.skip("needs a corpus with a guide, from the test before")
     stop_servers()
     out = folder / "run"
     command = ["eval", "--corpus", str(folder / "corpus"), "--test", str(FIXTURES / "data" / "gsm8k_test.jsonl"),
@@ -109,9 +115,7 @@ def test_eval_of_three_methods_records_every_row_then_reruns_without_asking(work
     with capsys.disabled():
         print(f"\n{captured.out}{captured.err}eval: {time.perf_counter() - clock:.0f} s")
     assert code in (0, 3), captured.err
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    failed = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()] \
-        if (out / "failures.jsonl").exists() else []
+    rows, failed = _lines(out / "results.jsonl"), _lines(out / "failures.jsonl")
     assert len(rows) + len(failed) == 2 * len(METHODS) and servers_started() == 1
     assert all(row["recovery"] and row["outputs"] is not None for row in rows), rows
     assert {row["method"] for row in rows} <= set(METHODS)
