@@ -22,6 +22,12 @@ from instret.lm.local import (ENGINE_SETTINGS, LocalEngineError, LocalModel, Loc
 from instret.lm.spec import END_OF_REPLY, PLACEHOLDER_KEY, ModelSpec
 
 
+# Seconds to wait for a reply. A reply arrives whole, after the last token: a 2,000-token guide from
+# the 1.5B sharing 2 busy cores with three other requests can take longer than lm15's 600 s, and a
+# timeout would only send the same work again.
+LOCAL_TIMEOUT = 3600.0
+
+
 def local_lm(spec: ModelSpec):
     """The `dspy.LM` for a `local/...` spec (see the module docstring)."""
     import dspy
@@ -127,7 +133,8 @@ class LocalEngine:
                     f"openai/{self.model.alias}").provider
                 client = LM15Engine(RouterConfig(env={}, api_keys={provider: PLACEHOLDER_KEY},
                                                  base_urls={provider: server.base_url},
-                                                 timeouts=timeouts_for(self.timeout)), model_type="chat")
+                                                 timeouts=timeouts_for(self.timeout or LOCAL_TIMEOUT)),
+                                 model_type="chat")
                 self._clients[server.url] = client
             return client
 
