@@ -169,8 +169,11 @@ class LocalServer:
         port = self.settings.port
         if port:
             _check_port_free(port)
-        import xllamacpp
-
+        try:
+            import xllamacpp
+        except ImportError as error:  # no wheel for this platform, or a broken install
+            raise LocalEngineError(f"{self.model} needs llama.cpp's Python server, xllamacpp ({error}): "
+                                   "`pip install xllamacpp`, or name an Ollama or OpenAI-compatible model instead") from None
         params = xllamacpp.CommonParams()
         params.model.path = str(self.weights)
         params.model_alias = {self.model.alias}
