@@ -219,3 +219,19 @@ def test_engine_state_round_trips(files):
     assert (again.model, again.n_ctx, again.settings) == (engine.model, 2048, {"n_parallel": 2})
     with pytest.raises(ValueError, match="unknown local engine settings"):
         LocalEngine(local(files["model"]), n_gpu=1)
+
+
+def test_doctor_starts_local_models_and_names_a_bad_file(files, tmp_path, monkeypatch, capsys):
+    from instret.cli.main import main
+
+    monkeypatch.chdir(tmp_path)  # no ./instret.toml
+    for name in ("INSTRET_CONFIG", "INSTRET_EMBEDDER", "INSTRET_TEACHER_API_BASE", "INSTRET_STUDENT_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("INSTRET_TEACHER", local(files["model"]))
+    monkeypatch.setenv("INSTRET_STUDENT", local(tmp_path / "missing.gguf"))
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    teacher = [line for line in out.splitlines() if "teacher" in line]
+    assert any("teacher engine: llama.cpp answers at http://127.0.0.1:" in line for line in teacher), out
+    assert any("student weights" in line and "missing.gguf does not exist" in line for line in out.splitlines()), out
+    assert "1 of" in out and "checks found a problem" in out
