@@ -16,7 +16,8 @@ engine:
   2. batching: `evaluate` at 4 threads (4 slots) vs 1 thread; questions/s ratio, target >= 1.4.
   3. prompt tokens sent vs actually processed (the rest came from the slots' prompt cache).
 guides: GuideWriter on groups of GSM8K training questions, 4 at a time: prompt tokens sent vs processed.
-threads: prompt and generation tokens/s at 1 and 2 threads, alone and beside a busy process.
+threads: prompt and generation tokens/s with all cores, half of them, and half for generation but all
+  for reading the prompt; alone and beside a busy process.
 """
 
 from __future__ import annotations
@@ -192,9 +193,11 @@ def guides(args) -> None:
 def threads(args) -> None:
     """Prompt and generation speed at 1 and 2 llama.cpp threads, alone and beside a busy process."""
     prompt = "Natalia sold clips to 48 of her friends in April, and then she sold half as many in May. " * 12
-    print(f"{'threads':>7} {'busy neighbour':>15} {'prompt tok/s':>13} {'generation tok/s':>17}")
-    for n_threads, busy in ((2, False), (1, False), (2, True), (1, True)):
-        server = fresh_server(args.model, n_parallel=1, n_threads=n_threads)
+    cores = os.cpu_count() or 2
+    print(f"{'threads':>7} {'prompt threads':>15} {'busy neighbour':>15} {'prompt tok/s':>13} {'generation tok/s':>17}")
+    configs = [(cores, cores), (max(1, cores // 2), max(1, cores // 2)), (max(1, cores // 2), cores)]
+    for (n_threads, n_batch), busy in [(config, busy) for busy in (False, True) for config in configs]:
+        server = fresh_server(args.model, n_parallel=1, n_threads=n_threads, n_threads_batch=n_batch)
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         best = (0.0, 0.0)
         try:
@@ -209,7 +212,7 @@ def threads(args) -> None:
         finally:
             if spinner:
                 spinner.kill()
-        print(f"{n_threads:>7} {'yes' if busy else 'no':>15} {best[0]:>13.1f} {best[1]:>17.1f}")
+        print(f"{n_threads:>7} {n_batch:>15} {'yes' if busy else 'no':>15} {best[0]:>13.1f} {best[1]:>17.1f}")
     from instret.lm.local import stop_all
 
     stop_all()
