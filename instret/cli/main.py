@@ -55,7 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--style", choices=["concise", "detailed"], default="concise")
     build.add_argument("--outliers", choices=["nearest", "general"], default="nearest",
                        help="HDBSCAN noise joins its nearest cluster, or forms one general bucket with its own guide")
+    granularity = build.add_mutually_exclusive_group()
+    granularity.add_argument("--cluster-size", type=int, metavar="N",
+                             help="about N questions per guide (default 30); clusters over 2N are split")
+    granularity.add_argument("--guides", type=int, metavar="N", help="N guides (N teacher requests)")
     build.add_argument("--min-cluster-size", type=int, help="HDBSCAN min_cluster_size (default ~sqrt(n)/2)")
+    build.add_argument("--dry-run", action="store_true",
+                       help="cluster, show the number of guides and the teacher's prompt tokens, call no teacher")
     build.add_argument("--examples-per-guide", type=int, default=8)
     build.add_argument("--threads", type=int, default=4, help="parallel teacher requests")
     build.add_argument("--holdout-fraction", type=float,
@@ -88,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _build(args) -> int:
     from instret.teaching.build import build_corpus
-    from instret.corpus.clustering import CorpusBuilder, default_clusterer
+    from instret.corpus.clustering import DEFAULT_CLUSTER_SIZE, CorpusBuilder, default_clusterer
     from instret.lm.config import load_settings
     from instret.data import SAMPLE_GSM8K
     from instret.corpus.embedders import make_embedder
@@ -113,16 +119,25 @@ def _build(args) -> int:
                  "held_out_question_ids": [q.id for q in held_out]}
         print(f"holding out {len(held_out)} questions for evaluation; building from {len(questions)}")
     embedder = make_embedder(settings.embedder)
-    clusterer = None
-    if args.min_cluster_size:
+    clusterer, cluster_size = None, args.cluster_size
+    if args.min_cluster_size:  # the default clusterer with another HDBSCAN setting, still size-bounded
         clusterer = default_clusterer(len(questions))
         clusterer.min_cluster_size = args.min_cluster_size
+        cluster_size = cluster_size or (None if args.guides else DEFAULT_CLUSTER_SIZE)
     builder = CorpusBuilder(embedder=embedder, clusterer=clusterer, outliers=args.outliers,
-                            random_state=args.random_state)
+                            cluster_size=cluster_size, n_guides=args.guides, random_state=args.random_state)
+
+    def show_plan(plan) -> bool:  # after clustering, before the teacher is called
+        print(plan.describe(), flush=True)
+        return not args.dry_run
+
     report = build_corpus(questions, out, domain=domain, teacher=settings.teacher,
                           embedder=embedder, builder=builder, style=args.style,
                           examples_per_guide=args.examples_per_guide, threads=args.threads,
-                          store_url=args.chroma_url, sources=train, split=split, progress=not args.no_progress)
+                          store_url=args.chroma_url, sources=train, split=split, progress=not args.no_progress,
+                          on_plan=show_plan)
+    if getattr(builder, "note_", None):
+        print(f"note: {builder.note_}")
     print(f"{out}: {report.n_questions} questions → {report.n_clusters} clusters "
           f"({report.outlier_fraction:.1%} HDBSCAN noise, outliers: {args.outliers}); "
           f"embedded {report.n_embedded} new texts ({report.n_embeddings_from_cache} from cache); "
@@ -137,6 +152,10 @@ def _build(args) -> int:
               + f"; {writing['prompt_tokens']:,} prompt and {writing['completion_tokens']:,} completion tokens")
     if report.complete:
         print(f"Done. See it with `instret corpus show {out}` and `instret corpus map {out} -o map.png`.")
+        return 0
+    if args.dry_run:
+        print(f"Dry run: no teacher called. See the clusters with `instret corpus show {out}`; run again "
+              "without --dry-run (and with the same clustering options) to write the guides.")
         return 0
     missing = report.n_clusters - report.guides_written - report.guides_reused
     print(f"\n{missing} of {report.n_clusters} guides are still missing.", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Questions → clusters: reduce (UMAP), cluster (HDBSCAN), and settle the outliers.
+"""Questions → clusters: reduce (UMAP), cluster (HDBSCAN), settle the outliers, and split any
+cluster too big for one guide.
 
 `CorpusBuilder` follows scikit-learn: settings in `__init__`, work in `fit`, learned
 attributes end in `_`. Any reducer with `fit_transform` and any clusterer with `fit` and
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Sequence
@@ -19,6 +21,15 @@ from instret.corpus.embedders import Embedder
 from instret.data.questions import Question
 
 GENERAL = -1  # label of the general bucket under `outliers="general"`
+#: Target questions per guide, and how far over it a cluster may grow before it is split: chosen
+#: from the measurements in benchmarks/results/clustering.md (run benchmarks/bench_clustering.py).
+DEFAULT_CLUSTER_SIZE = 30
+SPLIT_FACTOR = 2.0
+MIN_QUESTIONS = 10  # fewer questions form one cluster
+# What `describe()` records for a part left to its default before `fit` (the fingerprint of a
+# cached clustering): change them with the defaults, so old clusterings are not reused.
+DEFAULT_REDUCER = "default: UMAP 5-d, 15 neighbours, min_dist 0, cosine"
+DEFAULT_CLUSTERER = "default: HDBSCAN eom, min_cluster_size sqrt(n)/2, then size-bounded split"
 
 
 class Reducer(Protocol):
@@ -45,9 +56,11 @@ def default_reducer(random_state: int | None, n_components: int = 5):
 
 
 def default_clusterer(n_questions: int):
+    """HDBSCAN on the reduced vectors. Coarse on purpose: it finds the dense regions with little
+    noise and stably, and the size bound then splits the big ones (benchmarks/results/clustering.md:
+    finer HDBSCAN settings left 20-36% noise and agreed less between 90% refits)."""
     import hdbscan
 
-    # About sqrt(n)/2 questions per cluster at least: ~7 for 200 questions, ~43 for GSM8K.
     min_cluster_size = max(5, int(round(n_questions ** 0.5 / 2)))
     return hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, metric="euclidean")
 
@@ -78,33 +91,45 @@ class Cluster:
 
 
 class CorpusBuilder:
-    """Embed, reduce and cluster a domain's questions.
+    """Embed, reduce and cluster a domain's questions into one cluster per guide.
 
     >>> builder = CorpusBuilder(random_state=0).fit(questions)
     >>> builder.n_clusters_, builder.outlier_fraction_
+    >>> CorpusBuilder(n_guides=50).fit(questions).n_clusters_     # about 50
 
     Parameters: `embedder` (any `Embedder`; default all-MiniLM-L6-v2), `reducer` and
     `clusterer` (default UMAP to 5-D, then HDBSCAN), `map_reducer` (2-D layout for the map;
     None skips it), `outliers` ("nearest": HDBSCAN's noise joins the cluster with the most
     similar centroid; "general": noise forms one general bucket with a guide of its own).
+
+    Granularity, one of: `cluster_size`, the target number of questions per guide, or
+    `n_guides`, the number of guides. A cluster over `split_factor` × `cluster_size` questions is
+    split (KMeans in the reduced space) into parts of about `cluster_size`, so a guide never has
+    to cover a large mixed group: about questions / `cluster_size` guides. `n_guides` sets the
+    target size to questions / `n_guides`, then bisects the largest clusters or merges the
+    smallest into their nearest until there are exactly `n_guides`. The default clusterer is
+    always size-bounded (`cluster_size` DEFAULT_CLUSTER_SIZE); a clusterer of your own only when
+    you set one of the two. Fewer than two clusters' worth of questions (or fewer than
+    MIN_QUESTIONS) form one cluster: there is nothing to split.
     """
 
     def __init__(self, embedder: Embedder | None = None, reducer: Reducer | None = None,
                  clusterer: Clusterer | None = None, map_reducer: Reducer | Literal["default"] | None = "default",
-                 outliers: Literal["nearest", "general"] = "nearest", random_state: int | None = 0):
+                 outliers: Literal["nearest", "general"] = "nearest", cluster_size: int | None = None,
+                 n_guides: int | None = None, split_factor: float = SPLIT_FACTOR, random_state: int | None = 0):
         self.embedder = embedder
         self.reducer = reducer
         self.clusterer = clusterer
         self.map_reducer = map_reducer
         self.outliers = outliers
+        self.cluster_size = cluster_size
+        self.n_guides = n_guides
+        self.split_factor = split_factor
         self.random_state = random_state
 
     def fit(self, questions: Sequence[Question], embeddings: np.ndarray | None = None) -> "CorpusBuilder":
-        if self.outliers not in ("nearest", "general"):
-            raise ValueError(f"outliers must be 'nearest' or 'general', not {self.outliers!r}")
         questions = list(questions)
-        if len(questions) < 3:
-            raise ValueError(f"need at least 3 questions to cluster, got {len(questions)}")
+        self._check_params(len(questions))
         if embeddings is None:
             embeddings = self._embedder().encode([q.render() for q in questions])
         embeddings = np.asarray(embeddings, dtype=np.float32)
@@ -112,14 +137,54 @@ class CorpusBuilder:
             raise ValueError(f"{embeddings.shape[0]} embeddings for {len(questions)} questions")
         self.questions_ = questions
         self.embeddings_ = embeddings
-        self.reduced_ = self.fit_reduce(embeddings)
-        self.raw_labels_ = self.fit_cluster(self.reduced_)
-        self.coords_2d_ = self.fit_map(embeddings)
-        self.labels_ = self.settle_outliers(self.raw_labels_, embeddings)
+        self.target_cluster_size_ = self._target_size(len(questions))
+        self.n_split_ = 0
+        if self._too_few(len(questions)):
+            self.note_ = (f"{len(questions)} questions are too few to split (fewer than "
+                          f"{max(MIN_QUESTIONS, 2 * (self.target_cluster_size_ or 0))}): one cluster")
+            self.reducer_ = self.clusterer_ = None
+            self.reduced_ = embeddings
+            self.raw_labels_ = np.zeros(len(questions), dtype=int)
+            self.coords_2d_ = None if self.map_reducer is None else small_layout(embeddings)
+            self.map_reducer_ = None
+        else:
+            self.note_ = None
+            self.reduced_ = self.fit_reduce(embeddings)
+            self.raw_labels_ = self.fit_cluster(self.reduced_)
+            self.coords_2d_ = self.fit_map(embeddings)
+        settled = self.settle_outliers(self.raw_labels_, embeddings)
+        self.labels_ = self.split_oversized(settled, self.reduced_, embeddings)
         self.clusters_ = clusters_from_labels(questions, self.labels_, embeddings)
         self.n_clusters_ = len(self.clusters_)
         self.outlier_fraction_ = float(np.mean(self.raw_labels_ < 0))
         return self
+
+    def _check_params(self, n_questions: int) -> None:
+        if self.outliers not in ("nearest", "general"):
+            raise ValueError(f"outliers must be 'nearest' or 'general', not {self.outliers!r}")
+        if n_questions < 1:
+            raise ValueError("no questions to cluster")
+        if self.cluster_size is not None and self.n_guides is not None:
+            raise ValueError("give cluster_size or n_guides, not both")
+        for name in ("cluster_size", "n_guides"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+        if not self.split_factor > 1:
+            raise ValueError(f"split_factor must be above 1, not {self.split_factor!r}")
+
+    def _target_size(self, n_questions: int) -> int | None:
+        """Questions per guide aimed at; None when a custom clusterer is left unbounded."""
+        if self.n_guides is not None:
+            return max(1, math.ceil(n_questions / self.n_guides))
+        if self.cluster_size is not None:
+            return self.cluster_size
+        return DEFAULT_CLUSTER_SIZE if self.clusterer is None else None
+
+    def _too_few(self, n_questions: int) -> bool:
+        if n_questions < MIN_QUESTIONS:
+            return True  # UMAP's spectral layout needs more points than dimensions, and HDBSCAN a few more
+        return self.clusterer is None and n_questions < 2 * self.target_cluster_size_
 
     def fit_reduce(self, embeddings: np.ndarray) -> np.ndarray:
         self.reducer_ = self.reducer if self.reducer is not None else default_reducer(self.random_state)
@@ -157,6 +222,56 @@ class CorpusBuilder:
         settled[noise] = np.asarray(clustered)[nearest]
         return settled
 
+    def split_oversized(self, labels: np.ndarray, reduced: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        """Split each cluster over `split_factor` × the target size into parts of about the target
+        size (KMeans in the reduced space); the general bucket stays whole. With `n_guides`, then
+        bisect the largest or merge the smallest until there are that many. Labels come back 0..k-1."""
+        target = self.target_cluster_size_
+        labels = labels.copy()
+        if target is not None:
+            for label in sorted(set(labels[labels != GENERAL].tolist())):
+                members = np.flatnonzero(labels == label)
+                if len(members) > self.split_factor * target:
+                    self._split(labels, members, math.ceil(len(members) / target), reduced)
+                    self.n_split_ += 1
+        if self.n_guides is not None:
+            self._match_count(labels, reduced, embeddings)
+        kept = sorted(set(labels[labels != GENERAL].tolist()))
+        renumber = {old: new for new, old in enumerate(kept)} | {GENERAL: GENERAL}
+        return np.array([renumber[int(x)] for x in labels], dtype=int)
+
+    def _split(self, labels: np.ndarray, members: np.ndarray, n_parts: int, reduced: np.ndarray) -> bool:
+        """Relabel `members` (one cluster) into `n_parts` KMeans parts, in place; False if it would not split."""
+        from sklearn.cluster import KMeans
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # duplicate points: fewer distinct parts than asked
+            parts = KMeans(n_clusters=min(n_parts, len(members)), n_init=3,
+                           random_state=self.random_state).fit(reduced[members]).labels_
+        next_label = int(labels.max()) + 1
+        for part in sorted(set(parts.tolist()))[1:]:
+            labels[members[parts == part]] = next_label
+            next_label += 1
+        return len(set(parts.tolist())) > 1
+
+    def _match_count(self, labels: np.ndarray, reduced: np.ndarray, embeddings: np.ndarray) -> None:
+        """Exactly `n_guides` clusters (a general bucket counts as one), in place."""
+        clustered = labels != GENERAL
+        want = max(1, min(self.n_guides - int((~clustered).any()), int(clustered.sum())))
+        names = set(labels[clustered].tolist())
+        while len(names) < want:
+            largest = max(names, key=lambda name: int(np.sum(labels == name)))
+            if not self._split(labels, np.flatnonzero(labels == largest), 2, reduced):
+                break  # identical questions: nothing left to split
+            names = set(labels[clustered].tolist())
+        while len(names) > want:
+            smallest = min(names, key=lambda name: int(np.sum(labels == name)))
+            others = sorted(names - {smallest})
+            centroids = np.stack([_centroid(embeddings[labels == name]) for name in others])
+            nearest = others[int(np.argmax(centroids @ _centroid(embeddings[labels == smallest])))]
+            labels[labels == smallest] = nearest
+            names.discard(smallest)
+
     def _embedder(self) -> Embedder:
         from instret.corpus.embedders import make_embedder
 
@@ -165,12 +280,32 @@ class CorpusBuilder:
     def describe(self) -> dict:
         """The settings a manifest records: each part's class and simple parameters.
 
-        Before `fit` a part left to its default reads "default"; after, the part actually used.
+        Before `fit` a part left to its default reads "default"; after, the part actually used,
+        with the target cluster size it resolved to and how many clusters were split.
         """
-        parts = {name: _describe(getattr(self, name + "_", None) or getattr(self, name) or "default")
+        defaults = {"reducer": DEFAULT_REDUCER, "clusterer": DEFAULT_CLUSTERER}
+        parts = {name: _describe(getattr(self, name + "_", None) or getattr(self, name) or defaults[name])
                  for name in ("reducer", "clusterer")}
         parts["map_reducer"] = _describe(getattr(self, "map_reducer_", None) or self.map_reducer)
-        return parts | {"outliers": self.outliers, "random_state": self.random_state}
+        asked = self.cluster_size
+        if asked is None and self.n_guides is None and self.clusterer is None:
+            asked = DEFAULT_CLUSTER_SIZE  # so a new default invalidates a cached clustering too
+        settings = {"outliers": self.outliers, "random_state": self.random_state, "cluster_size": asked,
+                    "n_guides": self.n_guides, "split_factor": self.split_factor}
+        if hasattr(self, "labels_"):
+            settings |= {"target_cluster_size": self.target_cluster_size_, "clusters_split": self.n_split_,
+                         "note": self.note_}
+        return parts | settings
+
+
+def small_layout(embeddings: np.ndarray) -> np.ndarray:
+    """A 2-D map for inputs too small for UMAP: the first two principal components."""
+    centred = embeddings - embeddings.mean(axis=0)
+    if len(centred) < 2:
+        return np.zeros((len(centred), 2), dtype=np.float32)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    coords = centred @ components[:2].T
+    return np.pad(coords, ((0, 0), (0, 2 - coords.shape[1]))).astype(np.float32)
 
 
 def _centroid(vectors: np.ndarray) -> np.ndarray:

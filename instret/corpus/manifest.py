@@ -31,6 +31,9 @@ class Manifest:
     domain: str
     embedder_id: str
     embedder_dimension: int
+    #: How the questions were clustered (`CorpusBuilder.describe()`): reducer and clusterer with
+    #: their parameters, the granularity asked (`cluster_size` or `n_guides`), the target size it
+    #: came to and how many clusters were split for it; then cluster count, sizes, outlier fraction.
     clustering: dict
     teacher: dict
     guide_style: str

@@ -46,6 +46,8 @@ class BuildReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     #: The teacher's guide writing over every guide of the corpus (see `guide_writing`).
     guide_writing: dict = field(default_factory=dict)
+    #: What the teacher was to be asked this run (None when every guide was already written).
+    teacher_plan: "TeacherPlan | None" = None
 
     @property
     def complete(self) -> bool:
@@ -56,10 +58,11 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
                  embedder: "Embedder | str | None" = None, builder: CorpusBuilder | None = None, writer=None,
                  style: str = "concise", examples_per_guide: int = 8, threads: int = 4,
                  store_url: str | None = None, sources: Sequence[str | Path] = (), split: dict | None = None,
-                 progress: bool = True, check_teacher: bool = True) -> BuildReport:
+                 progress: bool = True, check_teacher: bool = True, on_plan=None) -> BuildReport:
     """Run (or resume) every stage; see the module docstring. `teacher` is a model string,
     `ModelSpec` or `dspy.LM`; `store_url` puts the guides on a Chroma server instead of the folder;
-    `split` (e.g. from `holdout_split`) is recorded in the manifest."""
+    `split` (e.g. from `holdout_split`) is recorded in the manifest. `on_plan(TeacherPlan)` is
+    called after clustering, before the teacher: it shows the cost, and returning False stops there."""
     from instret.lm.models import ModelSpec, as_spec, make_lm
     from instret.programs import GuideWriter
     from instret.lm.ollama_models import server_problem
@@ -96,11 +99,17 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     journal = Journal(folder / JOURNAL, key="guide_id")
     failed_guides = Journal(folder / FAILED_GUIDES, key="guide_id")
     missing = [c for c in clusters if c.id not in journal.read()]
+    plan = None
+    if missing:
+        writer = writer or GuideWriter()
+        plan = TeacherPlan.estimate(writer, [teaching_inputs(samples[c.id], domain, style) for c in missing],
+                                    len(clusters), teacher)
+        if on_plan is not None and on_plan(plan) is False:
+            missing = []  # the caller stops before the teacher (`corpus build --dry-run`)
     problem = server_problem(teacher) if missing and check_teacher else None
     teaching = TeachingReport()
     if missing and problem is None:
-        writer = writer or GuideWriter()
-        teacher = _fit_context(teacher, writer, [teaching_inputs(samples[c.id], domain, style) for c in missing])
+        teacher = _fit_context(teacher, [plan.longest_prompt])
         teaching = write_guides(clusters, samples, writer=writer, teacher_lm=make_lm(teacher) if isinstance(
             teacher, ModelSpec) else teacher, journal=journal, domain=domain, style=style, threads=threads,
             progress=progress, failures=failed_guides)
@@ -135,7 +144,43 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
         n_embedded=cached.n_embedded, n_embeddings_from_cache=cached.n_from_cache, clustering_reused=reused,
         guides_written=len(teaching.written), guides_reused=len(stored) - len(teaching.written),
         failures=teaching.failed, leaky_guides=teaching.leaky, teacher_problem=problem, stage_seconds=seconds,
-        guide_writing=writing)
+        guide_writing=writing, teacher_plan=plan)
+
+
+@dataclass(frozen=True)
+class TeacherPlan:
+    """The teacher's work before it starts: one request per guide still to write, with the
+    prompt the guide writer really sends for that cluster's sample (tokens estimated)."""
+
+    n_clusters: int
+    prompt_tokens: list[int]  # per guide to write
+    max_answer_tokens: int | None  # per request, when the teacher caps it
+    longest_prompt: int = 0  # tokens, counting a format-fallback retry's prompt too (for Ollama's num_ctx)
+
+    @property
+    def guides_to_write(self) -> int:
+        return len(self.prompt_tokens)
+
+    @property
+    def total_prompt_tokens(self) -> int:
+        return sum(self.prompt_tokens)
+
+    @classmethod
+    def estimate(cls, writer, inputs: list[dict], n_clusters: int, teacher) -> "TeacherPlan":
+        from instret.lm.context import estimate_tokens, program_prompts
+
+        cap = getattr(teacher, "max_tokens", None) or getattr(teacher, "kwargs", {}).get("max_tokens")
+        # One input at a time: the first request is the one sent; an adapter fallback records a second.
+        prompts = [[estimate_tokens(prompt) for prompt in program_prompts(writer, [one])] for one in inputs]
+        return cls(n_clusters, [each[0] for each in prompts], cap, max(max(each) for each in prompts))
+
+    def describe(self) -> str:
+        mean = self.total_prompt_tokens / max(1, self.guides_to_write)
+        text = (f"teacher: {self.guides_to_write} of {self.n_clusters} guides to write × about {mean:,.0f} prompt "
+                f"tokens = about {self.total_prompt_tokens:,} prompt tokens")
+        if self.max_answer_tokens:
+            text += f", plus up to {self.guides_to_write * self.max_answer_tokens:,} answer tokens"
+        return text + " (estimated from each cluster's sample questions)"
 
 
 def guide_writing(finished: dict[str, dict], failed: Journal, clusters: list[Cluster], teacher) -> dict:
@@ -232,13 +277,13 @@ def _public_teacher(teacher) -> dict:
     return {"model": getattr(teacher, "model", type(teacher).__name__)}
 
 
-def _fit_context(teacher, writer, inputs: list[dict]):
+def _fit_context(teacher, prompt_tokens: list[int]):
     """An Ollama teacher gets a `num_ctx` that holds its longest guide prompt: Ollama would
     silently cut the example questions off at its small default window."""
     from instret.lm.spec import ModelSpec
 
     if not (isinstance(teacher, ModelSpec) and teacher.backend == "ollama" and teacher.num_ctx is None):
         return teacher
-    from instret.lm.context import fit_num_ctx, program_prompts
+    from instret.lm.context import fit_num_ctx
 
-    return fit_num_ctx(teacher, program_prompts(writer, inputs), teacher.max_tokens or 2000)
+    return fit_num_ctx(teacher, prompt_tokens, teacher.max_tokens or 2000)
