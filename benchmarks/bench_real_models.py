@@ -16,8 +16,8 @@ engine:
   2. batching: `evaluate` at 4 threads (4 slots) vs 1 thread; questions/s ratio, target >= 1.4.
   3. prompt tokens sent vs actually processed (the rest came from the slots' prompt cache).
 guides: GuideWriter on groups of GSM8K training questions, 4 at a time: prompt tokens sent vs processed.
-threads: prompt and generation tokens/s with all cores, half of them, and half for generation but all
-  for reading the prompt; alone and beside a busy process.
+threads: with all cores, half of them, and half for single tokens but all for batches; alone and
+  beside a busy process: one request's prompt and generation tokens/s, and 4 slots decoding together.
 """
 
 from __future__ import annotations
@@ -191,37 +191,50 @@ def guides(args) -> None:
 
 
 def threads(args) -> None:
-    """Prompt and generation speed at 1 and 2 llama.cpp threads, alone and beside a busy process."""
-    prompt = "Natalia sold clips to 48 of her friends in April, and then she sold half as many in May. " * 12
+    """Speed at several llama.cpp thread counts, alone and beside a busy process: one request
+    (prompt and generation tokens/s), then 4 slots decoding together (aggregate tokens/s)."""
     cores = os.cpu_count() or 2
-    print(f"{'threads':>7} {'prompt threads':>15} {'busy neighbour':>15} {'prompt tok/s':>13} {'generation tok/s':>17}")
-    configs = [(cores, cores), (max(1, cores // 2), max(1, cores // 2)), (max(1, cores // 2), cores)]
+    half = max(1, cores // 2)
+    configs = [(cores, cores), (half, half), (half, cores)]
+    prompt = "Natalia sold clips to 48 of her friends in April, and then she sold half as many in May. " * 12
+    print(f"{'threads':>7} {'batch threads':>14} {'busy neighbour':>15} {'1 request: prompt tok/s':>24} "
+          f"{'generation tok/s':>17} {'4 slots: tok/s':>15}")
     for (n_threads, n_batch), busy in [(config, busy) for busy in (False, True) for config in configs]:
-        server = fresh_server(args.model, n_parallel=1, n_threads=n_threads, n_threads_batch=n_batch)
+        server = fresh_server(args.model, n_parallel=4, n_threads=n_threads, n_threads_batch=n_batch)
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
-        best = (0.0, 0.0)
         try:
-            for i in range(2):
-                body = {"messages": [{"role": "user", "content": f"[{i}] {prompt} How many clips altogether?"}],
-                        "max_tokens": 40, "temperature": 0, "cache_prompt": False, "ignore_eos": True}
-                request = urllib.request.Request(f"{server.base_url}/chat/completions", data=json.dumps(body).encode(),
-                                                 headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=1800) as response:
-                    timings = json.loads(response.read())["timings"]
-                best = max(best[0], timings["prompt_per_second"]), max(best[1], timings["predicted_per_second"])
+            timings = [_post(server, f"[{i}] {prompt} How many clips altogether?", 40) for i in range(2)]
+            clock = time.perf_counter()
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda i: _post(server, f"Q{i}: count from 1 to 100.", 48), range(4)))
+            together = 4 * 48 / (time.perf_counter() - clock)
         finally:
             if spinner:
                 spinner.kill()
-        print(f"{n_threads:>7} {n_batch:>15} {'yes' if busy else 'no':>15} {best[0]:>13.1f} {best[1]:>17.1f}")
+        print(f"{n_threads:>7} {n_batch:>14} {'yes' if busy else 'no':>15} "
+              f"{max(t['prompt_per_second'] for t in timings):>24.1f} "
+              f"{max(t['predicted_per_second'] for t in timings):>17.1f} {together:>15.1f}")
     from instret.lm.local import stop_all
 
     stop_all()
 
 
+def _post(server, text: str, tokens: int) -> dict:
+    """One request that reads its whole prompt (no prompt cache) and writes exactly `tokens` tokens."""
+    body = {"messages": [{"role": "user", "content": text}], "max_tokens": tokens, "temperature": 0,
+            "cache_prompt": False, "ignore_eos": True}
+    request = urllib.request.Request(f"{server.base_url}/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=1800) as response:
+        return json.loads(response.read())["timings"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parts = parser.add_subparsers(dest="part", required=True)
-    for name, run in (("engine", engine), ("guides", guides), ("threads", threads)):
+    from real_accuracy import ANSWERING, accuracy
+
+    for name, run in (("engine", engine), ("guides", guides), ("threads", threads), ("accuracy", accuracy)):
         part = parts.add_parser(name)
         part.add_argument("--model", default="local/qwen2.5-coder-0.5b")
         part.set_defaults(run=run)
@@ -234,6 +247,15 @@ def main() -> None:
             part.add_argument("--examples", type=int, default=4, help="example questions per guide")
             part.add_argument("--max-tokens", type=int, default=400)
             part.add_argument("--train", default=str(GSM8K / "train.jsonl"))
+        if name == "accuracy":
+            part.add_argument("--teacher", default="local/qwen2.5-coder-1.5b")
+            part.add_argument("--student", default="local/qwen2.5-coder-0.5b")
+            part.add_argument("--gsm8k", type=int, default=100, help="first N GSM8K test questions")
+            part.add_argument("--svamp", type=int, default=100, help="first N SVAMP questions")
+            part.add_argument("--methods", default=ANSWERING)
+            part.add_argument("--threads", type=int, default=4)
+            part.add_argument("--work", default=str(REPO / "runs" / "real-models"))
+            part.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "real-models.md"))
     args = parser.parse_args()
     from instret import _env  # noqa: F401
 

@@ -15,7 +15,7 @@ Settings (`ModelSpec.num_ctx` and these keys of `ModelSpec.extra`):
               request (prompt estimated from its characters, plus max_tokens), grown on demand
   n_parallel  slots, i.e. requests decoded together in one batch (default 4): eval threads batch
   n_threads   generation threads (default: one per two cores, see `default_threads`)
-  n_threads_batch  prompt-processing threads (default: the same)
+  n_threads_batch  threads for batches: prompts, and several slots decoding together (default: n_threads)
   port        a fixed port instead of a free one
 Prompt caching is on: each slot keeps its last prompt's KV cache and a new request goes to the
 slot whose cached prompt shares the most with it, so the instructions every prompt of a
@@ -54,13 +54,14 @@ class LocalEngineError(RuntimeError):
 
 
 def default_threads() -> int:
-    """One thread per two cores (at least one).
+    """llama.cpp threads: one per two cores (at least one), for generation and batches alike.
 
-    llama.cpp's threads wait for each other at every matrix product by spinning; when a core is
-    taken by anything else (the embedder, another program) one thread falls behind and the
-    others spin, and generation on 2 threads of 2 cores fell 40-fold in the issue's measurement.
-    Leaving half the cores free keeps ordinary background load from collapsing it; see the
-    README for the figures measured with and without a busy process beside it.
+    llama.cpp's threads wait for each other at every step by spinning; decoding a token (or one
+    token for each of 4 slots) is little work per step, so when a core is taken by anything else
+    (the embedder, another program) one thread falls behind and the others spin. On 2 cores with
+    other jobs running, 4 slots decoding together made 12.1 tokens/s on 1 thread and 1.9 on 2;
+    beside one more busy process, 7.5 and 1.6 (README). Batches use the same count: llama.cpp
+    decodes several slots' tokens as a batch, so 2 batch threads collapsed the same way (2.4, 1.1).
     """
     return max(1, (os.cpu_count() or 2) // 2)
 
