@@ -72,7 +72,7 @@ def test_corpus_built_by_the_real_teacher_then_rebuilt_without_asking(work, caps
     out = folder / "corpus"
     command = ["corpus", "build", "--train", str(train), "--domain", "grade-school math", "--out", str(out),
                "--teacher", MODEL, "--teacher-max-tokens", "500", "--examples-per-guide", "3",
-               "--min-cluster-size", "6", "--threads", "4", "--no-progress"]
+               "--guides", "2", "--threads", "4", "--no-progress"]
     clock = time.perf_counter()
     code = main(command)
     captured = capsys.readouterr()
