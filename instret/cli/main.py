@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="HDBSCAN noise joins its nearest cluster, or forms one general bucket with its own guide")
     granularity = build.add_mutually_exclusive_group()
     granularity.add_argument("--cluster-size", type=int, metavar="N",
-                             help="about N questions per guide (default 30); clusters over 2N are split")
+                             help="about N questions per guide (default 30), none over 2N")
     granularity.add_argument("--guides", type=int, metavar="N", help="N guides (N teacher requests)")
     build.add_argument("--min-cluster-size", type=int, help="HDBSCAN min_cluster_size (default ~sqrt(n)/2)")
     build.add_argument("--dry-run", action="store_true",

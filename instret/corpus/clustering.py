@@ -224,16 +224,24 @@ class CorpusBuilder:
 
     def split_oversized(self, labels: np.ndarray, reduced: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
         """Split each cluster over `split_factor` × the target size into parts of about the target
-        size (KMeans in the reduced space); the general bucket stays whole. With `n_guides`, then
-        bisect the largest or merge the smallest until there are that many. Labels come back 0..k-1."""
+        size (KMeans in the reduced space), and a part still over it again: KMeans parts can be
+        uneven where UMAP packs questions densely. The general bucket stays whole. With `n_guides`,
+        then bisect the largest or merge the smallest until there are that many. Labels come back 0..k-1."""
         target = self.target_cluster_size_
         labels = labels.copy()
-        if target is not None:
-            for label in sorted(set(labels[labels != GENERAL].tolist())):
+        stuck: set[int] = set()  # clusters of coinciding points: nothing to split
+        while target is not None:
+            names, sizes = np.unique(labels[labels != GENERAL], return_counts=True)
+            over = [int(name) for name, size in zip(names, sizes)
+                    if size > self.split_factor * target and name not in stuck]
+            if not over:
+                break
+            for label in over:
                 members = np.flatnonzero(labels == label)
-                if len(members) > self.split_factor * target:
-                    self._split(labels, members, math.ceil(len(members) / target), reduced)
+                if self._split(labels, members, math.ceil(len(members) / target), reduced):
                     self.n_split_ += 1
+                else:
+                    stuck.add(label)
         if self.n_guides is not None:
             self._match_count(labels, reduced, embeddings)
         kept = sorted(set(labels[labels != GENERAL].tolist()))
