@@ -21,6 +21,7 @@ _PUBLIC = {
     "Guide": "instret.corpus.guides", "find_leaks": "instret.corpus.guides", "guide_quality": "instret.corpus.guides",
     "GuideStore": "instret.corpus.store", "StoredGuide": "instret.corpus.store",
     "build_corpus": "instret.teaching.build", "BuildReport": "instret.teaching.build",
+    "TeacherPlan": "instret.teaching.build",
     "Corpus": "instret.corpus.corpus", "Manifest": "instret.corpus.manifest", "EmbedderMismatchError": "instret.corpus.manifest",
     "CorpusError": "instret.corpus.manifest",
     "ModelSpec": "instret.lm.spec", "make_lm": "instret.lm.models",
