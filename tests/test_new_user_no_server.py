@@ -76,6 +76,10 @@ def test_the_finishing_command_repeats_the_inputs_a_build_was_given(no_guides, t
     corpus.manifest.domain, corpus.manifest.guide_style = "medicine", "detailed"
     assert corpus.build_command() == (f"instret corpus build --train 'my data/train.jsonl' --domain medicine "
                                       f"--style detailed --out {no_guides}")
+    corpus.manifest.clustering = {**corpus.manifest.clustering, "cluster_size": 12}
+    assert "--cluster-size 12 " in corpus.build_command()
+    corpus.manifest.clustering["n_guides"] = 4  # an exact count wins, as on the command line
+    assert "--guides 4 " in corpus.build_command() and "--cluster-size" not in corpus.build_command()
 
 
 # --- item 6: show and map present clusters whether or not they have a guide ------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from instret.corpus.clustering import GENERAL, Cluster
+from instret.corpus.clustering import DEFAULT_CLUSTER_SIZE, GENERAL, Cluster
 from instret.corpus.manifest import CHROMA, CLUSTERING, EMBEDDINGS, QUESTIONS_FILE, CorpusError, Manifest
 from instret.corpus.store import GuideStore, StoredGuide
 from instret.data.questions import Question
@@ -88,6 +88,10 @@ class Corpus:
             parts += [arg for path in sources or ["TRAIN_FILE"] for arg in ("--train", path)] + ["--domain", m.domain]
         if m.guide_style != "concise":
             parts += ["--style", m.guide_style]
+        if m.clustering.get("n_guides"):  # the same granularity, or the rerun would cluster anew
+            parts += ["--guides", str(m.clustering["n_guides"])]
+        elif m.clustering.get("cluster_size") not in (None, DEFAULT_CLUSTER_SIZE):
+            parts += ["--cluster-size", str(m.clustering["cluster_size"])]
         if m.clustering.get("outliers", "nearest") != "nearest":
             parts += ["--outliers", m.clustering["outliers"]]
         if m.split and m.split.get("holdout_fraction"):
