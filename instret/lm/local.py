@@ -59,9 +59,9 @@ def default_threads() -> int:
     llama.cpp's threads wait for each other at every step by spinning; decoding a token (or one
     token for each of 4 slots) is little work per step, so when a core is taken by anything else
     (the embedder, another program) one thread falls behind and the others spin. On 2 cores with
-    other jobs running, 4 slots decoding together made 12.1 tokens/s on 1 thread and 1.9 on 2;
-    beside one more busy process, 7.5 and 1.6 (README). Batches use the same count: llama.cpp
-    decodes several slots' tokens as a batch, so 2 batch threads collapsed the same way (2.4, 1.1).
+    other jobs running, 4 slots decoding together made 12.6 tokens/s on 1 thread and 2.7 on 2;
+    beside one more busy process, 7.2 and 1.2 (README). Batches use the same count: llama.cpp
+    decodes several slots' tokens as one batch, and 2 batch threads collapsed the same way (2.8, 1.1).
     """
     return max(1, (os.cpu_count() or 2) // 2)
 
