@@ -82,7 +82,7 @@ def accuracy(args) -> None:
         lines += [f"## {name}, first {n} questions ({walls[name]:.0f} s for all methods)", "",
                   "| method | accuracy [95% CI] | vs zero-shot (p) | vs CoT (p) | parse failures | recovery paths "
                   "| prompt/completion tokens | s/answer |", "|---|---|---|---|---|---|---|---|"]
-        paths = _recovery_paths(results)
+        paths = _recovery_paths(results, questions=n)
         for row in rows:
             versus = [f"{row[f'vs_{b}_diff']:+.1%} ({row[f'vs_{b}_p']:.3f})" if f"vs_{b}_diff" in row else "—"
                       for b in ("zero_shot", "cot")]
@@ -96,10 +96,16 @@ def accuracy(args) -> None:
     print("\n".join(lines))
 
 
-def _recovery_paths(results: Path) -> dict[str, str]:
+def _recovery_paths(results: Path, questions: int) -> dict[str, str]:
+    """Recovery paths per method over the first `questions` questions of the file (a folder may
+    also hold answers from an earlier, larger run: the summary leaves those out, and so does this)."""
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    first = {qid: None for qid in (row["question_id"] for row in sorted(rows, key=lambda r: r["line"]))}
+    kept = set(list(first)[:questions])
     counts: dict[str, dict[str, int]] = {}
-    for line in results.read_text().splitlines():
-        row = json.loads(line)
+    for row in rows:
+        if row["question_id"] not in kept:
+            continue
         paths = counts.setdefault(row["method"], {})
         paths[row["recovery"]] = paths.get(row["recovery"], 0) + 1
     return {method: ", ".join(f"{k} {v}" for k, v in sorted(paths.items(), key=lambda kv: -kv[1]))
