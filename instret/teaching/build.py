@@ -171,10 +171,19 @@ class TeacherPlan:
 
         cap = getattr(teacher, "max_tokens", None) or getattr(teacher, "kwargs", {}).get("max_tokens")
         # One input at a time: the first request is the one sent; an adapter fallback records a second.
-        prompts = [[estimate_tokens(prompt) for prompt in program_prompts(writer, [one])] for one in inputs]
-        return cls(n_clusters, [each[0] for each in prompts], cap, max(max(each) for each in prompts))
+        import dspy
+
+        # Only a DSPy program can be dry-run: a plain function might reach its own LM (0 = unknown).
+        measurable = isinstance(writer, dspy.Module)
+        prompts = [[estimate_tokens(prompt) for prompt in program_prompts(writer, [one])] if measurable else []
+                   for one in inputs]
+        return cls(n_clusters, [each[0] if each else 0 for each in prompts], cap,
+                   max((max(each) for each in prompts if each), default=0))
 
     def describe(self) -> str:
+        if self.guides_to_write and not self.total_prompt_tokens:
+            return (f"teacher: {self.guides_to_write} of {self.n_clusters} guides to write (prompt size unknown: "
+                    "the guide writer is not a DSPy program instret can measure)")
         mean = self.total_prompt_tokens / max(1, self.guides_to_write)
         text = (f"teacher: {self.guides_to_write} of {self.n_clusters} guides to write × about {mean:,.0f} prompt "
                 f"tokens = about {self.total_prompt_tokens:,} prompt tokens")
