@@ -195,12 +195,13 @@ def threads(args) -> None:
     (prompt and generation tokens/s), then 4 slots decoding together (aggregate tokens/s)."""
     cores = os.cpu_count() or 2
     half = max(1, cores // 2)
-    configs = [(cores, cores), (half, half), (half, cores)]
+    # (threads, batch threads, poll): llama.cpp's default poll is 50 (threads spin while they wait)
+    configs = [(cores, cores, None), (cores, cores, 0), (half, half, None), (half, half, 0), (half, cores, 0)]
     prompt = "Natalia sold clips to 48 of her friends in April, and then she sold half as many in May. " * 12
-    print(f"{'threads':>7} {'batch threads':>14} {'busy neighbour':>15} {'1 request: prompt tok/s':>24} "
+    print(f"{'threads':>7} {'batch threads':>14} {'poll':>5} {'busy neighbour':>15} {'1 request: prompt tok/s':>24} "
           f"{'generation tok/s':>17} {'4 slots: tok/s':>15}")
-    for (n_threads, n_batch), busy in [(config, busy) for busy in (False, True) for config in configs]:
-        server = fresh_server(args.model, n_parallel=4, n_threads=n_threads, n_threads_batch=n_batch)
+    for (n_threads, n_batch, poll), busy in [(config, busy) for busy in (False, True) for config in configs]:
+        server = fresh_server(args.model, n_parallel=4, n_threads=n_threads, n_threads_batch=n_batch, poll=poll)
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         try:
             timings = [_post(server, f"[{i}] {prompt} How many clips altogether?", 40) for i in range(2)]
@@ -211,7 +212,7 @@ def threads(args) -> None:
         finally:
             if spinner:
                 spinner.kill()
-        print(f"{n_threads:>7} {n_batch:>14} {'yes' if busy else 'no':>15} "
+        print(f"{n_threads:>7} {n_batch:>14} {'50' if poll is None else poll:>5} {'yes' if busy else 'no':>15} "
               f"{max(t['prompt_per_second'] for t in timings):>24.1f} "
               f"{max(t['predicted_per_second'] for t in timings):>17.1f} {together:>15.1f}")
     from instret.lm.local import stop_all

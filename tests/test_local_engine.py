@@ -235,3 +235,21 @@ def test_doctor_starts_local_models_and_names_a_bad_file(files, tmp_path, monkey
     assert any("teacher engine: llama.cpp answers at http://127.0.0.1:" in line for line in teacher), out
     assert any("student weights" in line and "missing.gguf does not exist" in line for line in out.splitlines()), out
     assert "1 of" in out and "checks found a problem" in out
+
+
+def test_engine_settings_reach_llama_cpp(files, monkeypatch):
+    import xllamacpp
+
+    sent = []
+
+    def no_server(params):
+        sent.append(params)
+        raise RuntimeError("not started by this test")
+
+    monkeypatch.setattr(xllamacpp, "Server", no_server)
+    with pytest.raises(LocalEngineError):
+        local_server(local(files["model"]), n_parallel=2, n_threads=1, n_threads_batch=2, poll=0)
+    (params,) = sent
+    assert (params.n_parallel, params.cpuparams.n_threads, params.cpuparams_batch.n_threads) == (2, 1, 2)
+    assert params.cpuparams.poll == params.cpuparams_batch.poll == 0
+    assert params.cache_prompt and params.hostnames == ["127.0.0.1"]

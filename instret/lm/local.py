@@ -16,6 +16,8 @@ Settings (`ModelSpec.num_ctx` and these keys of `ModelSpec.extra`):
   n_parallel  slots, i.e. requests decoded together in one batch (default 4): eval threads batch
   n_threads   generation threads (default: one per two cores, see `default_threads`)
   n_threads_batch  threads for batches: prompts, and several slots decoding together (default: n_threads)
+  poll        how hard llama.cpp's threads spin while waiting for each other, 0-100 (llama.cpp's
+              default: 50); 0 makes them sleep instead
   port        a fixed port instead of a free one
 Prompt caching is on: each slot keeps its last prompt's KV cache and a new request goes to the
 slot whose cached prompt shares the most with it, so the instructions every prompt of a
@@ -43,7 +45,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "local/"
 DEFAULT_PARALLEL = 4
 MIN_SLOT_CTX = 4096  # a guide prompt (~1,800 tokens) plus a 2,000-token guide fits
-ENGINE_SETTINGS = ("n_parallel", "n_threads", "n_threads_batch", "port")
+ENGINE_SETTINGS = ("n_parallel", "n_threads", "n_threads_batch", "poll", "port")
 HEALTH_TIMEOUT = 120.0
 CACHE_RAM_MIB = 512  # llama.cpp keeps old prompts' KV in RAM for reuse; its default is 8 GiB
 _SCALE = re.compile(r"(.+):([0-9]*\.?[0-9]+)")
@@ -137,6 +139,7 @@ class EngineSettings:
     n_parallel: int = DEFAULT_PARALLEL
     n_threads: int | None = None
     n_threads_batch: int | None = None
+    poll: int | None = None
     port: int | None = None
 
 
@@ -184,6 +187,8 @@ class LocalServer:
         params.n_ctx = self.settings.n_ctx * self.settings.n_parallel  # llama.cpp splits n_ctx between slots
         params.cpuparams.n_threads = self.settings.n_threads or default_threads()
         params.cpuparams_batch.n_threads = self.settings.n_threads_batch or params.cpuparams.n_threads
+        if self.settings.poll is not None:
+            params.cpuparams.poll = params.cpuparams_batch.poll = self.settings.poll
         params.cache_prompt = True
         params.cache_ram_mib = CACHE_RAM_MIB
         params.warmup = False
@@ -235,15 +240,15 @@ _LOCK = threading.Lock()
 
 
 def local_server(model: "str | LocalModel", *, n_ctx: int | None = None, n_parallel: int | None = None,
-                 n_threads: int | None = None, n_threads_batch: int | None = None, port: int | None = None,
-                 progress: bool = True) -> LocalServer:
+                 n_threads: int | None = None, n_threads_batch: int | None = None, poll: int | None = None,
+                 port: int | None = None, progress: bool = True) -> LocalServer:
     """The running server of `model` whose slots hold `n_ctx` tokens, else a new one.
 
     A server started earlier with a smaller context keeps serving whoever holds it, until exit.
     """
     model = parse_local(model) if isinstance(model, str) else model
     want = EngineSettings(n_ctx=max(MIN_SLOT_CTX, n_ctx or 0), n_parallel=n_parallel or DEFAULT_PARALLEL,
-                          n_threads=n_threads, n_threads_batch=n_threads_batch, port=port)
+                          n_threads=n_threads, n_threads_batch=n_threads_batch, poll=poll, port=port)
     with _LOCK:
         for server in reversed(_SERVERS):
             have = server.settings
