@@ -9,7 +9,7 @@ import threading
 import pytest
 from conftest import FIXTURES
 from loopback import LoopbackServer, apply_stop, count_tokens
-from test_intervention import FAST, Script
+from test_intervention import FAST, TEACHER_SOLUTION, Script
 
 from instret.cli.main import main
 from instret.data.loaders import load_questions
@@ -130,6 +130,28 @@ def test_answer_shows_the_teachers_steps_and_the_students_answer(server, capsys)
     printed = capsys.readouterr().out
     assert "The teacher's first steps (openai/teacher):\nStep 1: Tom starts with 3 * 12 = 36 pens." in printed
     assert "Reasoning (openai/student)" in printed and "Answer: 31" in printed
+
+
+def test_answer_takes_a_variant_and_refuses_an_unknown_method(server, capsys):
+    command = ["answer", "--method", "first_step@2", "--student", "openai/student", "--student-api-base",
+               server.url + "/v1", "--teacher", "openai/teacher", "--teacher-api-base", server.url + "/v1",
+               QUESTIONS[0].text]
+    assert main(command) == 0
+    assert "The teacher's first steps (openai/teacher):\n" + "\n".join(TEACHER_SOLUTION[:2]) + "\n\n" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(command[:2] + ["first_stp@2"] + command[3:])
+    assert "unknown method 'first_stp@2'" in capsys.readouterr().err
+
+
+def test_compile_gives_a_two_model_program_its_teacher(server, tmp_path, capsys):
+    out = tmp_path / "first_step.json"
+    command = ["compile", "--method", "first_step", "--train", str(TEST_FILE), "--limit", "2", "--student",
+               "openai/student", "--student-api-base", server.url + "/v1", "--teacher", "openai/teacher",
+               "--teacher-api-base", server.url + "/v1", "-o", str(out)]
+    assert main(command) == 0, capsys.readouterr().err
+    assert {r.model for r in server.requests_for("/v1/chat/completions")} == {"teacher", "student"}
+    assert server.url not in out.read_text()  # saved without endpoints
+    assert f"wrote {out}" in capsys.readouterr().out
 
 
 def test_sizing_an_ollama_students_context_asks_the_teacher_nothing(server, tmp_path):

@@ -19,7 +19,9 @@ def register(commands) -> None:
     answer.add_argument("question", help="the question text")
     answer.add_argument("--option", action="append", default=[], metavar="LETTER=TEXT",
                         help="a multiple-choice option, repeated: --option 'A=Aspirin' --option 'B=...'")
-    answer.add_argument("--method", default="instruction_retrieval", choices=METHOD_NAMES)
+    answer.add_argument("--method", default="instruction_retrieval", type=_method, metavar="METHOD",
+                        help=f"one of {', '.join(METHOD_NAMES)}; a variant sets its main option: first_step@2 "
+                             "(teacher steps), on_uncertainty@0.7 (threshold)")
     answer.add_argument("--program", help="compiled program JSON to load (from `instret compile`)")
     answer.add_argument("--teacher", help="teacher model for the methods that need one (first_step, teacher_cot ...)")
     answer.add_argument("--teacher-api-base")
@@ -59,8 +61,10 @@ def register(commands) -> None:
     compile_.add_argument("--train", required=True, action="append", help="training questions with gold answers")
     add_data_options(compile_)
     compile_.add_argument("--optimizer", choices=("bootstrap", "mipro", "gepa"), default="bootstrap")
-    compile_.add_argument("--method", default="instruction_retrieval", choices=METHOD_NAMES)
-    compile_.add_argument("--teacher", help="proposal/reflection model for MIPROv2 and GEPA")
+    compile_.add_argument("--method", default="instruction_retrieval", type=_method, metavar="METHOD",
+                          help=f"one of {', '.join(METHOD_NAMES)}, or a variant such as first_step@2")
+    compile_.add_argument("--teacher", help="the teacher of two-model methods (first_step, teacher_cot ...), "
+                                            "and the proposal/reflection model for MIPROv2 and GEPA")
     compile_.add_argument("--teacher-api-base")
     compile_.add_argument("--teacher-max-tokens", type=_positive, help="most tokens a teacher reply may take")
     compile_.add_argument("--limit", type=int, help="use the first N training questions")
@@ -126,7 +130,7 @@ def _answer(args) -> int:
     options = dict(item.split("=", 1) for item in args.option) if args.option else None
     kind = args.kind or ("choice" if options else kind_of(corpus.manifest.domain) if corpus else "numeric")
     settings = _settings(args)
-    teacher_spec = settings.teacher if args.method in NEEDS_TEACHER else None
+    teacher_spec = settings.teacher if _base(args.method) in NEEDS_TEACHER else None
     program = _program(args.method, corpus, kind, args, args.program,
                        teacher=make_lm(teacher_spec) if teacher_spec else None)
     if not _logprobs_ready([settings.student], [args.method]) or not _models_ready(
@@ -154,7 +158,7 @@ def _answer(args) -> int:
         print(f"\nSteps rewritten by the teacher ({teacher_spec.model}): "
               f"{', '.join(map(str, prediction.rewritten_steps))}")
     if prediction.get("reasoning"):
-        writer = teacher_spec.model if args.method == "teacher_cot" else settings.student.model
+        writer = teacher_spec.model if _base(args.method) == "teacher_cot" else settings.student.model
         print(f"\nReasoning ({writer}):\n{prediction.reasoning}")
     print(f"\nAnswer: {prediction.answer}")
     return 0
@@ -296,6 +300,7 @@ def _compile(args) -> int:
     from instret.lm.spec import with_role_cap
     from instret.training.optimize import compile_program, save_program, trainset_from
     from instret.data.scoring import kind_of
+    from instret.programs.answering import NEEDS_TEACHER
 
     corpus = _open_corpus(args)
     questions = load_data(args.train, args).questions[:args.limit or None]
@@ -305,8 +310,10 @@ def _compile(args) -> int:
     # MIPROv2 proposes with the student, and GEPA asks for one.
     named = settings.teacher != with_role_cap(ModelSpec(DEFAULT_TEACHER), "teacher")
     teacher = make_lm(settings.teacher) if args.optimizer != "bootstrap" and named else None
-    program = _program(args.method, corpus, kind, args)
-    if not _models_ready([("student", settings.student)] + ([("teacher", settings.teacher)] if teacher else [])):
+    two_model = _base(args.method) in NEEDS_TEACHER  # the program's own teacher: the same --teacher
+    program = _program(args.method, corpus, kind, args, teacher=make_lm(settings.teacher) if two_model else None)
+    if not _logprobs_ready([settings.student], [args.method]) or not _models_ready(
+            [("student", settings.student)] + ([("teacher", settings.teacher)] if teacher or two_model else [])):
         return 1
     runs = _RunsOf(type(program))
     with dspy.context(callbacks=[*dspy.settings.callbacks, runs.callback()]):
@@ -322,6 +329,17 @@ def _compile(args) -> int:
     print(f"wrote {path}; run it with `instret eval ... --program {args.method}={path}` "
           f"or program.load({str(path)!r}) in Python")
     return 0
+
+
+def _method(name: str) -> str:
+    """A method name, or a variant `method@value` (first_step@2, on_uncertainty@0.7)."""
+    if _base(name) not in METHOD_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)}")
+    return name
+
+
+def _base(method: str) -> str:
+    return method.split("@", 1)[0]
 
 
 def _models_ready(named) -> bool:

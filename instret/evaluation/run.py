@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from instret.data.files import Journal
+from instret.data.threads import in_threads
 from instret.corpus.manifest import CorpusError
 from instret.data.questions import Question
 
@@ -102,7 +102,6 @@ def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, ki
     teacher=lm)`); its calls are counted as the teacher's, apart from the student's.
     """
     import dspy
-    from tqdm.auto import tqdm
 
     from instret.evaluation.report import summarize, write_outputs
     from instret.lm.calls import CallLog
@@ -149,16 +148,9 @@ def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, ki
         with lock:
             report.answered_now += 1
 
-    pool = ThreadPoolExecutor(max_workers=max(1, threads))
-    try:
-        with tqdm(total=len(tasks), desc="evaluating", unit="answer", disable=not progress) as bar:
-            for future in as_completed([pool.submit(answer, *task) for task in tasks]):
-                future.result()
-                bar.update(1)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: keep what finished, ask nothing new
-        raise
-    pool.shutdown(wait=True)
+    for _ in in_threads(lambda task: answer(*task), tasks, threads=threads, desc="evaluating", unit="answer",
+                        progress=progress):
+        pass
 
     failures.close()
     records = [r for r in results.read().values() if r["method"] in methods and r["student"] in students

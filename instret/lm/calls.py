@@ -64,8 +64,26 @@ class _Entries:
         self._log._record(entry)
 
 
+class CallTotals:
+    """What a list of calls (`self.calls`) adds up to; shared by the call log and a recovery attempt."""
+
+    calls: list[Call]
+
+    @property
+    def lm_calls(self) -> int:
+        return len(self.calls)
+
+    @property
+    def cached_calls(self) -> int:
+        return sum(c.cached for c in self.calls)
+
+    @property
+    def truncated(self) -> bool:
+        return any(c.truncated for c in self.calls)
+
+
 @dataclass(eq=False)
-class CallLog(BaseCallback):
+class CallLog(CallTotals, BaseCallback):
     teacher: object = None
     student: object = None
     calls: list[Call] = field(default_factory=list)
@@ -121,14 +139,6 @@ class CallLog(BaseCallback):
     def tokens(self, role: str | None = None) -> dict[str, int]:
         """{"prompt_tokens", "completion_tokens"} over the calls of `role` (all calls when None)."""
         return total_tokens(self.calls, role)
-
-    @property
-    def cached_calls(self) -> int:
-        return sum(c.cached for c in self.calls)
-
-    @property
-    def truncated(self) -> bool:
-        return any(c.truncated for c in self.calls)
 
 
 def total_tokens(calls, role: str | None = None) -> dict[str, int]:

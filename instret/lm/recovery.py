@@ -24,7 +24,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
-from instret.lm.calls import Call, CallLog, total_tokens
+from instret.lm.calls import Call, CallLog, CallTotals, total_tokens
 
 RECOVERY_PATHS = ("direct", "lenient_extract", "fresh_sample", "json_adapter", "truncated", "failed")
 #: Temperature of a fresh sample when the LM's own is unset or 0 (a greedy model repeats its reply).
@@ -42,7 +42,7 @@ class Reply:
 
 
 @dataclass
-class Attempt:
+class Attempt(CallTotals):
     answer: object
     path: str
     prediction: object = None
@@ -54,10 +54,6 @@ class Attempt:
         """The last reply that did not parse, if any."""
         return self.replies[-1].raw if self.replies else None
 
-    @property
-    def lm_calls(self) -> int:
-        return len(self.calls)
-
     def tokens(self, role: str | None = "student") -> dict[str, int]:
         return total_tokens(self.calls, role)
 
@@ -65,14 +61,6 @@ class Attempt:
     def usage(self) -> dict[str, int]:
         """The student's tokens (cached calls count what they cost when produced)."""
         return self.tokens("student")
-
-    @property
-    def cached_calls(self) -> int:
-        return sum(c.cached for c in self.calls)
-
-    @property
-    def truncated(self) -> bool:
-        return any(c.truncated for c in self.calls)
 
 
 def run_with_recovery(call: Callable[[], object], *, log: CallLog | None = None,

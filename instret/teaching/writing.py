@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -20,6 +19,7 @@ import numpy as np
 from instret.corpus.clustering import GENERAL, Cluster
 from instret.corpus.guides import Guide, find_leaks
 from instret.data.files import Journal
+from instret.data.threads import in_threads
 from instret.data.questions import MAX_SOLUTION_CHARS, Question
 
 FAILED_GUIDES = "failed_guides.jsonl"  # in the corpus folder: guides that did not parse, raw replies kept
@@ -87,7 +87,6 @@ def write_guides(clusters: Sequence[Cluster], samples: dict[str, list[Question]]
     stops new requests, since every one of them would fail too.
     """
     import dspy
-    from tqdm.auto import tqdm
 
     from instret.lm.calls import CallLog
     from instret.lm.recovery import run_with_recovery
@@ -128,24 +127,17 @@ def write_guides(clusters: Sequence[Cluster], samples: dict[str, list[Question]]
                         "leaks": leaks, "recovery": attempt.path, **cost})
         return cluster, guide, leaks
 
-    pool = ThreadPoolExecutor(max_workers=max(1, threads))
     try:
-        with tqdm(total=len(todo), desc="writing guides", unit="guide", disable=not progress) as bar:
-            for future in as_completed([pool.submit(teach, c) for c in todo]):
-                cluster, guide, outcome = future.result()
-                bar.update(1)
-                if guide is None:
-                    report.failed[cluster.id] = outcome
-                else:
-                    report.written.append(cluster.id)
-                    if outcome:
-                        report.leaky[cluster.id] = outcome
-    except BaseException:
-        # Ctrl-C: ask for nothing new; guides already in flight still land in the journal.
-        stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+        for cluster, guide, outcome in in_threads(teach, todo, threads=threads, desc="writing guides", unit="guide",
+                                                  progress=progress):
+            if guide is None:
+                report.failed[cluster.id] = outcome
+            else:
+                report.written.append(cluster.id)
+                if outcome:
+                    report.leaky[cluster.id] = outcome
+    finally:
+        stop.set()  # Ctrl-C: guides already in flight still land in the journal; nothing new starts
     return report
 
 

@@ -27,12 +27,12 @@ import json
 import secrets
 import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence
 
 from instret.data.files import Journal, atomic_write_text, now
+from instret.data.threads import in_threads
 from instret.data.guidance import DEFAULT_MAX_WORDS, GuidanceCheck, check_guidance
 from instret.data.questions import Question
 
@@ -82,7 +82,6 @@ def generate_sg_data(questions: Sequence[Question], *, teacher, solver, kind: st
                      threads: int = 4, progress: bool = True,
                      validator: GuidanceValidator = check_guidance) -> SGDataReport:
     """Write SG data for `questions` (with gold answers) into `out_dir`, resuming what is there."""
-    from tqdm.auto import tqdm
 
     from instret.programs.solution_guidance import SolutionGuidanceQA
 
@@ -117,16 +116,8 @@ def generate_sg_data(questions: Sequence[Question], *, teacher, solver, kind: st
             with lock:
                 report.asked_now += 1
 
-    pool = ThreadPoolExecutor(max_workers=max(1, threads))
-    try:
-        with tqdm(total=len(questions), desc="SG data", unit="question", disable=not progress) as bar:
-            for future in as_completed([pool.submit(work, q) for q in questions]):
-                future.result()
-                bar.update(1)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: keep what finished, ask nothing new
-        raise
-    pool.shutdown(wait=True)
+    for _ in in_threads(work, questions, threads=threads, desc="SG data", unit="question", progress=progress):
+        pass
     journal.close()
     return _write_outputs(out, questions, _by_question(journal.read().values()), report, dict(failed))
 
