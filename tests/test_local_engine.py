@@ -237,7 +237,8 @@ def test_doctor_starts_local_models_and_names_a_bad_file(files, tmp_path, monkey
     assert "1 of" in out and "checks found a problem" in out
 
 
-def test_engine_settings_reach_llama_cpp(files, monkeypatch):
+def params_sent(monkeypatch) -> list:
+    """The CommonParams each server start hands llama.cpp; no server is started."""
     import xllamacpp
 
     sent = []
@@ -247,9 +248,32 @@ def test_engine_settings_reach_llama_cpp(files, monkeypatch):
         raise RuntimeError("not started by this test")
 
     monkeypatch.setattr(xllamacpp, "Server", no_server)
+    return sent
+
+
+def test_engine_settings_reach_llama_cpp(files, monkeypatch):
+    sent = params_sent(monkeypatch)
     with pytest.raises(LocalEngineError):
         local_server(local(files["model"]), n_parallel=2, n_threads=1, n_threads_batch=2, poll=0)
     (params,) = sent
     assert (params.n_parallel, params.cpuparams.n_threads, params.cpuparams_batch.n_threads) == (2, 1, 2)
     assert params.cpuparams.poll == params.cpuparams_batch.poll == 0
     assert params.cache_prompt and params.hostnames == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize("idle, threads", [(None, 1), (0.9, 1), (1.8, 2)], ids=["unknown", "busy", "idle"])
+def test_auto_threads_take_every_core_only_on_an_idle_machine(files, monkeypatch, idle, threads):
+    from instret.lm import local as engine
+    from instret.lm.local_lm import on_idle_cores
+    from instret.lm.spec import ModelSpec
+
+    sent = params_sent(monkeypatch)
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(engine, "_idle_cores", lambda seconds: idle)
+    spec = on_idle_cores(ModelSpec(local(files["model"])))
+    assert spec.extra == {"n_threads": "auto"}
+    assert on_idle_cores(ModelSpec(local(files["model"]), extra={"n_threads": 1})).extra == {"n_threads": 1}
+    assert on_idle_cores(ModelSpec("ollama_chat/qwen2.5:3b")).extra == {}
+    with pytest.raises(LocalEngineError):
+        local_server(spec.model, n_threads=spec.extra["n_threads"])
+    assert (sent[0].cpuparams.n_threads, sent[0].cpuparams_batch.n_threads) == (threads, threads)

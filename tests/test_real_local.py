@@ -80,6 +80,9 @@ def test_corpus_built_by_the_real_teacher_then_rebuilt_without_asking(work, caps
         print(f"\n{captured.out}{captured.err}build: {time.perf_counter() - clock:.0f} s")
     assert code in (0, 3), captured.err  # 3: a guide the 0.5B could not write in the format, recorded below
     assert servers_started() == 1  # the teacher's server, started at its first request
+    from instret.lm.local import running_servers
+
+    assert running_servers()[0].settings.n_threads == "auto"  # alone in the process: every idle core
     manifest = json.loads((out / "manifest.json").read_text())
     written = _lines(out / "guides.jsonl")
     failed = {row["guide_id"]: row for row in _lines(out / "failed_guides.jsonl")}

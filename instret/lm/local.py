@@ -14,7 +14,8 @@ Settings (`ModelSpec.num_ctx` and these keys of `ModelSpec.extra`):
   num_ctx     tokens of context per slot; unset: the smallest power of two ≥ 4096 holding each
               request (prompt estimated from its characters, plus max_tokens), grown on demand
   n_parallel  slots, i.e. requests decoded together in one batch (default 4): eval threads batch
-  n_threads   generation threads (default: one per two cores, see `default_threads`)
+  n_threads   generation threads (default: one per two cores, see `default_threads`; "auto": every
+              core if the machine is idle when the server starts, see `idle_threads`)
   n_threads_batch  threads for batches: prompts, and several slots decoding together (default: n_threads)
   poll        how hard llama.cpp's threads spin while waiting for each other, 0-100 (llama.cpp's
               default: 50); 0 makes them sleep instead
@@ -60,12 +61,39 @@ def default_threads() -> int:
 
     llama.cpp's threads wait for each other at every step by spinning; decoding a token (or one
     token for each of 4 slots) is little work per step, so when a core is taken by anything else
-    (the embedder, another program) one thread falls behind and the others spin. On 2 cores with
-    other jobs running, 4 slots decoding together made 12.6 tokens/s on 1 thread and 2.7 on 2;
-    beside one more busy process, 7.2 and 1.2 (README). Batches use the same count: llama.cpp
-    decodes several slots' tokens as one batch, and 2 batch threads collapsed the same way (2.8, 1.1).
+    (the embedder, another program, a second local model) one thread falls behind and the others
+    spin. Measured on 2 cores with the 0.5B (benchmarks/results/real-models.md): alone, 2 threads
+    generate 22 tokens/s and 1 thread 11; beside one busy process, 2 threads fall to 3.6 (4 slots
+    decoding together: 5.5 against 19 on 1 thread) while 1 thread keeps 11. Spinning less
+    (`poll` 0) does not help. Batches use the same count: 2 batch threads collapse the same way.
     """
     return max(1, (os.cpu_count() or 2) // 2)
+
+
+def idle_threads(seconds: float = 0.5) -> int:
+    """`n_threads="auto"`: every core when the machine is idle now, else `default_threads()`.
+
+    For a job where this model is the only busy thing in the process (writing guides: the
+    embedder has finished), on a quiet machine twice the speed on 2 cores; the machine is
+    looked at once, when the server starts, so a load that starts later still slows it."""
+    cores = os.cpu_count() or 2
+    idle = _idle_cores(seconds)
+    return cores if idle is not None and idle >= cores - 0.25 else default_threads()
+
+
+def _idle_cores(seconds: float) -> float | None:
+    """Cores idle over the next `seconds` (Linux's /proc/stat); None where that cannot be read."""
+    def snapshot():
+        with open("/proc/stat") as stat:
+            ticks = [int(t) for t in stat.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]  # idle + iowait
+
+    try:
+        (total, idle), _ = snapshot(), time.sleep(seconds)
+        total2, idle2 = snapshot()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (os.cpu_count() or 1) * (idle2 - idle) / max(1, total2 - total)
 
 
 @dataclass(frozen=True)
@@ -137,7 +165,7 @@ def parse_local(model: str) -> LocalModel:
 class EngineSettings:
     n_ctx: int  # per slot
     n_parallel: int = DEFAULT_PARALLEL
-    n_threads: int | None = None
+    n_threads: int | str | None = None  # "auto": see `idle_threads`
     n_threads_batch: int | None = None
     poll: int | None = None
     port: int | None = None
@@ -185,7 +213,8 @@ class LocalServer:
         params.port = port or 0  # 0: the server binds a free port itself, so no other process can race for it
         params.n_parallel = self.settings.n_parallel
         params.n_ctx = self.settings.n_ctx * self.settings.n_parallel  # llama.cpp splits n_ctx between slots
-        params.cpuparams.n_threads = self.settings.n_threads or default_threads()
+        threads = self.settings.n_threads
+        params.cpuparams.n_threads = idle_threads() if threads == "auto" else threads or default_threads()
         params.cpuparams_batch.n_threads = self.settings.n_threads_batch or params.cpuparams.n_threads
         if self.settings.poll is not None:
             params.cpuparams.poll = params.cpuparams_batch.poll = self.settings.poll
@@ -240,7 +269,7 @@ _LOCK = threading.Lock()
 
 
 def local_server(model: "str | LocalModel", *, n_ctx: int | None = None, n_parallel: int | None = None,
-                 n_threads: int | None = None, n_threads_batch: int | None = None, poll: int | None = None,
+                 n_threads: int | str | None = None, n_threads_batch: int | None = None, poll: int | None = None,
                  port: int | None = None, progress: bool = True) -> LocalServer:
     """The running server of `model` whose slots hold `n_ctx` tokens, else a new one.
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import replace
 
-from instret.lm.local import (ENGINE_SETTINGS, LocalEngineError, LocalModel, LocalServer, local_server,
+from instret.lm.local import (ENGINE_SETTINGS, PREFIX, LocalEngineError, LocalModel, LocalServer, local_server,
                               parse_local, slot_context)
 from instret.lm.spec import END_OF_REPLY, PLACEHOLDER_KEY, ModelSpec
 
@@ -44,6 +45,15 @@ def local_lm(spec: ModelSpec):
     lm_kwargs.setdefault("stop", [END_OF_REPLY])  # as for any llama.cpp server (see `stop_sequences`)
     engine = LocalEngine(str(model), n_ctx=spec.num_ctx, timeout=spec.timeout, **settings)
     return dspy.LM(f"openai/{model.alias}", engine=engine, **lm_kwargs)
+
+
+def on_idle_cores(spec: ModelSpec) -> ModelSpec:
+    """`spec`, where it is a local model with no thread count, set to use every core the machine
+    has idle when its server starts (`n_threads="auto"`): for jobs in which this model is the
+    only busy thing in the process, such as writing guides."""
+    if not spec.model.startswith(PREFIX) or "n_threads" in spec.extra:
+        return spec
+    return replace(spec, extra={**spec.extra, "n_threads": "auto"})
 
 
 class LocalEngine:

@@ -63,6 +63,7 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     `ModelSpec` or `dspy.LM`; `store_url` puts the guides on a Chroma server instead of the folder;
     `split` (e.g. from `holdout_split`) is recorded in the manifest. `on_plan(TeacherPlan)` is
     called after clustering, before the teacher: it shows the cost, and returning False stops there."""
+    from instret.lm.local_lm import on_idle_cores
     from instret.lm.models import ModelSpec, as_spec, make_lm
     from instret.programs import GuideWriter
     from instret.lm.ollama_models import server_problem
@@ -110,6 +111,8 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     teaching = TeachingReport()
     if missing and problem is None:
         teacher = _fit_context(teacher, [plan.longest_prompt])
+        if isinstance(teacher, ModelSpec):  # the teacher is all that runs now: a local one may take every idle core
+            teacher = on_idle_cores(teacher)
         teaching = write_guides(clusters, samples, writer=writer, teacher_lm=make_lm(teacher) if isinstance(
             teacher, ModelSpec) else teacher, journal=journal, domain=domain, style=style, threads=threads,
             progress=progress, failures=failed_guides)
