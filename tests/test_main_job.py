@@ -1,6 +1,7 @@
 """The README's main job, `instret corpus build` with no arguments, end to end over HTTP."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ def test_readme_main_job_against_an_ollama_server(tmp_path):
         chats = server.requests_for("/api/chat")
     assert build.returncode == 0, build.stderr
     assert "Done." in build.stdout and "0 failed" in build.stdout
+    assert re.search(r"^time: embed [\d.]+ s, cluster [\d.]+ s, write guides .+ s, store [\d.]+ s$", build.stdout, re.M)
     show = subprocess.run([INSTRET, "corpus", "show", "corpora/gsm8k-sample"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert show.returncode == 0 and "200 questions" in show.stdout and "INCOMPLETE" not in show.stdout

@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
 def _build(args) -> int:
     from instret.teaching.build import build_corpus
     from instret.corpus.clustering import DEFAULT_CLUSTER_SIZE, CorpusBuilder, default_clusterer
@@ -143,6 +147,8 @@ def _build(args) -> int:
           f"embedded {report.n_embedded} new texts ({report.n_embeddings_from_cache} from cache); "
           f"guides: {report.guides_written} written now, {report.guides_reused} kept from before, "
           f"{len(report.failures)} failed.")
+    if report.stage_seconds:
+        print("time: " + ", ".join(f"{stage.replace('_', ' ')} {_duration(s)}" for stage, s in report.stage_seconds.items()))
     for guide_id, leaks in report.leaky_guides.items():
         print(f"  warning: {guide_id} may be tied to particular questions: {'; '.join(leaks)}")
     writing = report.guide_writing
