@@ -22,7 +22,7 @@ import dspy
 from instret.corpus.guides import Guide
 from instret.data.questions import MAX_SOLUTION_CHARS, Question
 from instret.corpus.retrieval import GuideRetriever, PassageRetriever
-from instret.signatures.answering import answer_signature
+from instret.signatures.answering import answer_signature, reasoning_field
 
 NO_REFERENCE = "(no reference material matched this question: solve it on your own)"
 
@@ -75,7 +75,7 @@ class ChainOfThoughtQA(AnsweringProgram):
 
     def __init__(self, kind: str = "numeric"):
         super().__init__(kind)
-        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=False))
+        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=False), rationale_field=reasoning_field())
 
     def forward(self, question: str, options: dict[str, str] | None = None):
         return self.answer(**answer_inputs(self.kind, question, options))
@@ -87,7 +87,7 @@ class GenericGuideQA(AnsweringProgram):
     def __init__(self, kind: str = "numeric", guide: Guide | None = None):
         super().__init__(kind)
         self.guide = guide if guide is not None else GENERIC_GUIDE
-        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=True))
+        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=True), rationale_field=reasoning_field())
 
     def forward(self, question: str, options: dict[str, str] | None = None):
         return self.answer(**answer_inputs(self.kind, question, options), guides=render_guides([self.guide]))
@@ -99,7 +99,7 @@ class PassageRAGQA(AnsweringProgram):
     def __init__(self, retriever: PassageRetriever, kind: str = "numeric"):
         super().__init__(kind)
         self.retrieve = retriever
-        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=True))
+        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=True), rationale_field=reasoning_field())
 
     def forward(self, question: str, options: dict[str, str] | None = None):
         found = self.retrieve(query_text(question, options))
@@ -119,7 +119,7 @@ class InstructionRetrievalQA(AnsweringProgram):
     def __init__(self, retriever: GuideRetriever, kind: str = "numeric"):
         super().__init__(kind)
         self.retrieve = retriever
-        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=True))
+        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=True), rationale_field=reasoning_field())
 
     def forward(self, question: str, options: dict[str, str] | None = None):
         found = self.retrieve(query_text(question, options))

@@ -38,7 +38,7 @@ from instret.lm.steps import (InterventionPolicy, LogprobsUnavailable, Uncertain
                               mean_probability, render_steps, require_logprobs, split_steps, step_config,
                               token_logprobs)
 from instret.programs.answering import AnsweringProgram, answer_inputs
-from instret.signatures.answering import answer_signature
+from instret.signatures.answering import answer_signature, reasoning_field
 from instret.signatures.intervention import (ContinueSolution, NextStep, QuestionFirstSolution, WriteFirstSteps,
                                              intervention_signature)
 
@@ -194,7 +194,7 @@ class TeacherCoTQA(TwoModelProgram):
 
     def __init__(self, kind: str = "numeric", teacher=None):
         super().__init__(kind)
-        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=False))
+        self.answer = dspy.ChainOfThought(answer_signature(kind, guided=False), rationale_field=reasoning_field())
         self.answer.set_lm(teacher_lm(teacher, "teacher_cot"))
 
     def forward(self, question: str, options: dict[str, str] | None = None):

@@ -26,6 +26,7 @@ from instret.lm.calls import CallLog
 from instret.lm.spec import DEFAULT_MAX_TOKENS
 from instret.programs.answering import answer_inputs
 from instret.programs.intervention import TwoModelProgram, extended, raw_text, teacher_lm
+from instret.signatures.answering import reasoning_field
 from instret.signatures.solution_guidance import answer_with_guidance_signature, guidance_signature
 
 
@@ -41,7 +42,7 @@ class SolutionGuidanceQA(TwoModelProgram):
         super().__init__(kind)
         self.plan = dspy.Predict(guidance_signature(kind))
         self.plan.set_lm(teacher_lm(guide, "solution_guidance"))
-        self.solve = dspy.ChainOfThought(answer_with_guidance_signature(kind))
+        self.solve = dspy.ChainOfThought(answer_with_guidance_signature(kind), rationale_field=reasoning_field())
         if solver is not None:
             self.solve.set_lm(teacher_lm(solver, "solution_guidance"))
 

@@ -18,6 +18,17 @@ GUIDES_DESC = ("reference material: guides or solved examples for similar questi
                "ignore what does not")
 OPTIONS_DESC = "the answer options, one per line as 'A. text'"
 
+#: DSPy's ChainOfThought describes `reasoning` only as "${reasoning}". Asked for nothing more, the
+#: 0.5B student wrote one sentence there and guessed (1 of 20 GSM8K right); asked for the steps,
+#: it worked them out (4 of 20; the same 20 questions, the same run; results/real-models.md).
+REASONING_DESC = ("Think step by step: write out each step of the solution on its own line, with the "
+                  "calculation it makes, before giving the answer.")
+
+
+def reasoning_field():
+    """The `reasoning` output that `dspy.ChainOfThought(signature, rationale_field=...)` prepends."""
+    return dspy.OutputField(desc=REASONING_DESC)
+
 
 class NumericAnswer(dspy.Signature):
     """Solve the math word problem. Work out the quantities step by step, then give the final

@@ -21,6 +21,7 @@ from instret.teaching.build import EMBEDDINGS
 from instret.programs.answering import (GENERIC_GUIDE, METHODS, NO_REFERENCE, ChainOfThoughtQA, InstructionRetrievalQA,
                                         ZeroShotQA, make_program)
 from instret.data.questions import normalize_text
+from instret.signatures.answering import REASONING_DESC
 from instret.corpus.retrieval import GuideRetriever, PassageRetriever, vote_for_guides
 from instret.data.scoring import score
 
@@ -203,6 +204,8 @@ def test_each_baseline_shows_what_it_claims(corpus, central, embedder, gold):
 
     assert "[[ ## guides ## ]]" not in prompts["zero_shot"] and "### " not in prompts["zero_shot"]
     assert "reasoning" not in systems["zero_shot"] and "reasoning" in systems["cot"]
+    for name in BASELINES[1:]:  # every reasoning method asks for the steps, not just `${reasoning}`
+        assert f"`reasoning` (str): {REASONING_DESC}" in systems[name], name
     assert "[[ ## guides ## ]]" not in prompts["cot"]
 
     passages = PassageRetriever(corpus, k=2, embedder=embedder)(question.text)
