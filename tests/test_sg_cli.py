@@ -14,19 +14,25 @@ from instret.cli.main import main
 TRAIN = Path(__file__).parent / "fixtures" / "data" / "gsm8k_train.jsonl"
 
 
-def test_sg_data_over_http(tmp_path, monkeypatch, capsys):
+def guide_and_solver(data: Path, tmp_path, monkeypatch) -> LoopbackServer:
+    """A server with a guide model that writes good guidance and a solver that answers each
+    question of `data` with its gold answer; run from `tmp_path`, with no role set by the environment."""
     monkeypatch.chdir(tmp_path)
     for name in ("INSTRET_TEACHER", "INSTRET_STUDENT", "INSTRET_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     golds = {json.loads(line)["question"]: json.loads(line)["answer"].rsplit("####", 1)[1].strip()
-             for line in TRAIN.read_text().splitlines()}
+             for line in data.read_text().splitlines()}
 
     def respond(request):
         if request.model == "guide":
             return guidance_reply(GOOD_GUIDANCE)
         return answer_reply(golds[field_of(request.user, "question")])
 
-    with LoopbackServer(models=["guide", "solver"], responder=respond) as server:
+    return LoopbackServer(models=["guide", "solver"], responder=respond)
+
+
+def test_sg_data_over_http(tmp_path, monkeypatch, capsys):
+    with guide_and_solver(TRAIN, tmp_path, monkeypatch) as server:
         base = server.url + "/v1"
         code = main(["sg", "data", "--train", str(TRAIN), "--teacher", "openai/guide", "--teacher-api-base", base,
                      "--solver", "openai/solver", "--solver-api-base", base, "--out", "sg", "--no-progress"])
@@ -49,19 +55,8 @@ def test_sg_finetune_without_data_says_where_it_comes_from(tmp_path, capsys):
 def test_eval_solution_guidance_counts_guide_tokens_apart(tmp_path, monkeypatch, capsys):
     """`instret eval --methods cot,solution_guidance`: the guide model (--teacher) writes the guidance,
     the student answers; the summary reports the guide's tokens apart from the student's."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("INSTRET_TEACHER", "INSTRET_STUDENT", "INSTRET_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
     test = Path(__file__).parent / "fixtures" / "data" / "gsm8k_test.jsonl"
-    golds = {json.loads(line)["question"]: json.loads(line)["answer"].rsplit("####", 1)[1].strip()
-             for line in test.read_text().splitlines()}
-
-    def respond(request):
-        if request.model == "guide":
-            return guidance_reply(GOOD_GUIDANCE)
-        return answer_reply(golds[field_of(request.user, "question")])
-
-    with LoopbackServer(models=["guide", "solver"], responder=respond) as server:
+    with guide_and_solver(test, tmp_path, monkeypatch) as server:
         base = server.url + "/v1"
         code = main(["eval", "--test", str(test), "--limit", "3", "--student", "openai/solver", "--student-api-base",
                      base, "--teacher", "openai/guide", "--teacher-api-base", base, "--methods",

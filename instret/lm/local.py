@@ -62,7 +62,7 @@ def default_threads() -> int:
     llama.cpp's threads wait for each other at every step by spinning; decoding a token (or one
     token for each of 4 slots) is little work per step, so when a core is taken by anything else
     (the embedder, another program, a second local model) one thread falls behind and the others
-    spin. Measured on 2 cores with the 0.5B (benchmarks/results/real-models.md): alone, 2 threads
+    spin. Measured on 2 cores with the 0.5B (README, Local models): alone, 2 threads
     generate 22 tokens/s and 1 thread 11; beside one busy process, 2 threads fall to 3.6 (4 slots
     decoding together: 5.5 against 19 on 1 thread) while 1 thread keeps 11. Spinning less
     (`poll` 0) does not help. Batches use the same count: 2 batch threads collapse the same way.
