@@ -22,6 +22,7 @@ from __future__ import annotations
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
+from instret.data.guidance import plan_only
 from instret.lm.calls import CallLog
 from instret.lm.spec import DEFAULT_MAX_TOKENS
 from instret.programs.answering import answer_inputs
@@ -48,10 +49,11 @@ class SolutionGuidanceQA(TwoModelProgram):
 
     def forward(self, question: str, options: dict[str, str] | None = None):
         inputs = answer_inputs(self.kind, question, options)
-        guidance, guide_tokens = self.write_guidance(inputs)
+        guidance, guide_tokens, written = self.write_guidance(inputs)
         with CallLog().recording() as solver_log:
             prediction = self.solve(**inputs, guidance=guidance)
-        return extended(prediction, guidance=guidance, guide_tokens=guide_tokens, solver_tokens=solver_log.tokens())
+        return extended(prediction, guidance=guidance, written_guidance=written, guide_tokens=guide_tokens,
+                        solver_tokens=solver_log.tokens())
 
     def dump_state(self, json_mode=True):
         # The LMs are detached while dumping, not dumped and then blanked: an LM whose engine
@@ -65,16 +67,20 @@ class SolutionGuidanceQA(TwoModelProgram):
             for name, predictor in self.named_predictors():
                 predictor.lm = pinned[name]
 
-    def write_guidance(self, inputs: dict, **config) -> tuple[str, dict[str, int]]:
-        """The guide model's guidance and its tokens; `config` adds per-call settings (SG data
-        samples with `temperature` and a `rollout_id`). A reply that breaks the adapter's format
-        is still guidance: its own text (field markers removed) is used, not retried."""
+    def write_guidance(self, inputs: dict, **config) -> tuple[str, dict[str, int], str]:
+        """(guidance, the guide model's tokens, what it wrote). The guidance is what it wrote up
+        to where it began to compute (`plan_only`): the solver gets a plan, never a solution.
+        `config` adds per-call settings (SG data samples with `temperature` and a `rollout_id`).
+        A reply that breaks the adapter's format is still guidance: its own text (field markers
+        removed) is used, not retried."""
         with CallLog().recording() as log:
             try:
-                guidance = self.plan(**inputs, config={**guidance_config(self.plan.lm), **config}).guidance or ""
+                written = self.plan(**inputs, config={**guidance_config(self.plan.lm), **config}).guidance or ""
             except AdapterParseError as error:
-                guidance = raw_text(error)
-        return guidance.strip(), log.tokens()
+                written = raw_text(error)
+        written = written.strip()
+        given = "\n".join(inputs.values())  # the question, and the options where they have their own field
+        return plan_only(written, given, kind=self.kind), log.tokens(), written
 
 
 def guidance_config(lm) -> dict:

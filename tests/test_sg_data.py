@@ -97,6 +97,18 @@ def test_samples_until_one_is_accepted_each_fresh(tmp_path):
     assert report.accepted_samples == 1 and len(replies) == 1
 
 
+def test_guidance_that_goes_on_to_solve_is_kept_up_to_the_solving(tmp_path):
+    solving = GOOD_GUIDANCE + "\nStep 1: Ann has 5 + 6 = 11 apples."
+    (teacher, _), (solver, solver_engine) = _teacher([solving]), _solver()
+    report = generate_sg_data([_question("accepted")], teacher=teacher, solver=solver, kind="numeric",
+                              out_dir=tmp_path, samples=1, progress=False)
+    assert report.accepted_samples == 1 and "5 + 6" not in solver_engine.prompts[0]
+    (sample,) = map(json.loads, (tmp_path / SAMPLES).read_text().splitlines())
+    assert sample["guidance"] == GOOD_GUIDANCE.strip() and sample["written"] == solving
+    (row,) = map(json.loads, (tmp_path / TRAIN).read_text().splitlines())
+    assert "5 + 6" not in row["messages"][2]["content"]  # the guide model learns the plan, not the solving
+
+
 def test_a_validator_of_ones_own(tmp_path):
     from instret.data.guidance import GuidanceCheck
 

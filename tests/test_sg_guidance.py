@@ -10,7 +10,7 @@ import pytest
 from scripted import scripted_lm
 from sg_helpers import GOOD_GUIDANCE, answer_reply, guidance_reply
 
-from instret.data.guidance import check_guidance, guidance_metric
+from instret.data.guidance import check_guidance, guidance_metric, plan_only
 from instret.programs.answering import NEEDS_TEACHER, make_program
 from instret.programs.solution_guidance import SolutionGuidanceQA
 from instret.training.optimize import save_program
@@ -85,6 +85,23 @@ def test_a_guide_reply_without_field_markers_is_still_the_guidance():
     guide, _, solver, solver_engine = _models(guide_reply=PLAN)  # no [[ ## guidance ## ]] header
     prediction = SolutionGuidanceQA("numeric", guide=guide, solver=solver)(question=CLIPS)
     assert prediction.guidance == PLAN and PLAN in solver_engine.prompts[0]
+
+
+SOLVING = PLAN + "\nStep 1: In May she sold 48 / 2 = 24 clips.\nStep 2: Altogether 48 + 24 = 72."
+
+
+def test_plan_only_keeps_the_plan_written_before_the_computing():
+    assert plan_only(SOLVING, CLIPS) == PLAN.strip()
+    assert plan_only("In all she sold 72 clips.\n" + PLAN, CLIPS) == ""  # a new number on the first line
+    assert plan_only(PLAN, CLIPS) == PLAN.strip() and check_guidance(plan_only(SOLVING, CLIPS), CLIPS, "72").ok
+    assert not check_guidance(SOLVING, CLIPS, "72").ok
+
+
+def test_the_solver_gets_the_plan_and_the_prediction_keeps_what_was_written():
+    guide, _, solver, solver_engine = _models(guide_reply=guidance_reply(SOLVING))
+    prediction = SolutionGuidanceQA("numeric", guide=guide, solver=solver)(question=CLIPS)
+    assert prediction.guidance == PLAN.strip() and prediction.written_guidance == SOLVING
+    assert PLAN.strip() in solver_engine.prompts[0] and "48 / 2" not in solver_engine.prompts[0]
 
 
 def test_save_and_load_under_other_models(tmp_path):

@@ -90,6 +90,26 @@ def check_guidance(guidance: str | None, question: str, gold=None, *, kind: str 
     return GuidanceCheck(not reasons, reasons, tuple(detail for reason in reasons for detail in found[reason]))
 
 
+def plan_only(guidance: str | None, question: str, *, kind: str = NUMERIC,
+              options: dict[str, str] | None = None) -> str:
+    """The guidance up to its first line that computes or brings a number the question does not
+    give: the plan a guide model wrote before it started solving.
+
+    Small guide models (the 1.5B and 0.5B coder models) often write the plan that was asked for
+    and then carry on into the computations; the plan is kept and the solving dropped, so it is
+    still guidance (the validator then judges what is left). Our design, as are the rules above.
+    """
+    given = _numbers_in_question(question + "\n" + "\n".join((options or {}).values()))
+    allowed = given | ALLOWED_NUMBERS | (_FORMULA_CONSTANTS if kind == EXPRESSION else frozenset())
+    kept = []
+    for line in (guidance or "").strip().splitlines():
+        plain = _without_enumeration(line)
+        if _computations(plain, given) or any(value not in allowed for _, value in _numbers(plain)):
+            break
+        kept.append(line)
+    return "\n".join(kept).strip()
+
+
 def guidance_metric(kind: str, *, max_words: int = DEFAULT_MAX_WORDS, require_correct: bool = True):
     """A DSPy metric for programs whose prediction carries `guidance` (and `answer`): 1.0 when the
     guidance passes `check_guidance` and, with `require_correct`, the answer scores correct.
@@ -170,4 +190,5 @@ def _computations(text: str, given: frozenset[Fraction]) -> list[str]:
     return found
 
 
-__all__ = ["REASONS", "DEFAULT_MAX_WORDS", "ALLOWED_NUMBERS", "GuidanceCheck", "check_guidance", "guidance_metric"]
+__all__ = ["REASONS", "DEFAULT_MAX_WORDS", "ALLOWED_NUMBERS", "GuidanceCheck", "check_guidance", "guidance_metric",
+           "plan_only"]

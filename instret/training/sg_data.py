@@ -132,13 +132,14 @@ def sample(program, solver, question: Question, number: int, kind: str, temperat
     from instret.programs.answering import answer_inputs
 
     inputs = answer_inputs(kind, question.text, question.options)
-    guidance, teacher_tokens = program.write_guidance(
+    guidance, teacher_tokens, written = program.write_guidance(
         inputs, temperature=temperature, rollout_id=secrets.randbits(48))
+    guidance = guidance or written  # no plan before the computing began: judge (and reject) what was written
     check = validator(guidance, question.text, question.answer, kind=kind, options=question.options,
                       max_words=max_words)
     record = {"key": f"{question.id}#{number}", "question_id": question.id, "sample": number,
-              "guidance": guidance, "valid": check.ok, "problems": list(check.details), "answer": None,
-              "correct": None, "teacher_tokens": teacher_tokens, "solver_tokens": {}, "time": now()}
+              "guidance": guidance, "written": written if written != guidance else None, "valid": check.ok,
+              "problems": list(check.details), "answer": None, "correct": None, "teacher_tokens": teacher_tokens, "solver_tokens": {}, "time": now()}
     if not check.ok:
         return {**record, "accepted": False, "reason": check.reason}
     with dspy.context(lm=solver):
