@@ -71,7 +71,7 @@ def lora_against_plain(args, settings, batches: int) -> str:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from instret.training.sgft import batch_at, encode, load_base, load_chat_data, resolve_base
+    from instret.training.sgft import batch_at, encode, guidance_loss, load_base, load_chat_data, resolve_base
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_base(*resolve_base(args.base), device)
@@ -90,7 +90,7 @@ def lora_against_plain(args, settings, batches: int) -> str:
         return tokens / (time.perf_counter() - started)
 
     def plain(batch):
-        model(**batch).loss.backward()
+        guidance_loss(model, batch).backward()
         model.zero_grad(set_to_none=True)
 
     plain_rate = timed(plain)
@@ -99,7 +99,7 @@ def lora_against_plain(args, settings, batches: int) -> str:
     optimizer = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=settings.learning_rate)
 
     def lora_step(batch):
-        lora(**batch).loss.backward()
+        guidance_loss(lora, batch).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

@@ -15,7 +15,8 @@ gguf = pytest.importorskip("gguf")
 
 from sg_tiny import make_tiny_model, write_tiny_gguf  # noqa: E402
 
-from instret.training.sgft import ADAPTER, CHECKPOINT, REPORT, LoraSettings, encode, finetune_guide  # noqa: E402
+from instret.training.sgft import (ADAPTER, CHECKPOINT, REPORT, LoraSettings, encode, finetune_guide,  # noqa: E402
+                                   guidance_loss)
 
 GUIDANCE = "[[ ## guidance ## ]]\nAsked: the total number of clips.\nSteps: 1. Find the clips sold in May.\n\n" \
            "[[ ## completed ## ]]"
@@ -49,6 +50,27 @@ def test_only_the_guidance_is_trained_on(tiny):
     assert trained.startswith(GUIDANCE) and "question" not in trained.replace("[[ ## guidance", "")
     assert labels[:len(ids) // 2] == [-100] * (len(ids) // 2)
     assert encode(RECORDS[0], tokenizer, max_length=10) is None  # truncation left no guidance token
+
+
+def test_the_guidance_loss_is_the_models_own_loss_and_gradient(tiny):
+    """`guidance_loss` applies the output layer to guidance positions only; loss and gradients are
+    the ones `model(**batch).loss` gives with the full logits (padding and prompt masked)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny[0]),
+                           LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"]))
+    ids = torch.randint(0, 100, (3, 20), generator=torch.Generator().manual_seed(0))
+    labels, mask = ids.clone(), torch.ones_like(ids)
+    labels[:, :12] = -100
+    labels[1, 17:], mask[1, 17:] = -100, 0  # a shorter row, padded
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    full, ours = model(**batch).loss, guidance_loss(model, batch)
+    assert torch.allclose(full, ours, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(full, trainable), torch.autograd.grad(ours, trainable)):
+        assert torch.allclose(a, b, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
