@@ -148,7 +148,8 @@ def _build(args) -> int:
           f"guides: {report.guides_written} written now, {report.guides_reused} kept from before, "
           f"{len(report.failures)} failed.")
     if report.stage_seconds:
-        print("time: " + ", ".join(f"{stage.replace('_', ' ')} {_duration(s)}" for stage, s in report.stage_seconds.items()))
+        print("time: " + ", ".join(f"{stage.replace('_', ' ')} {_duration(seconds)}"
+                                   for stage, seconds in report.stage_seconds.items()))
     for guide_id, leaks in report.leaky_guides.items():
         print(f"  warning: {guide_id} may be tied to particular questions: {'; '.join(leaks)}")
     writing = report.guide_writing

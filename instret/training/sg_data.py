@@ -139,7 +139,8 @@ def sample(program, solver, question: Question, number: int, kind: str, temperat
                       max_words=max_words)
     record = {"key": f"{question.id}#{number}", "question_id": question.id, "sample": number,
               "guidance": guidance, "written": written if written != guidance else None, "valid": check.ok,
-              "problems": list(check.details), "answer": None, "correct": None, "teacher_tokens": teacher_tokens, "solver_tokens": {}, "time": now()}
+              "problems": list(check.details), "answer": None, "correct": None, "teacher_tokens": teacher_tokens,
+              "solver_tokens": {}, "time": now()}
     if not check.ok:
         return {**record, "accepted": False, "reason": check.reason}
     with dspy.context(lm=solver):
