@@ -190,3 +190,17 @@ def test_the_converter_is_told_the_architecture_of_a_gguf_loaded_base(tmp_path):
 
     written = json.loads((_write_base_config(Qwen2ForCausalLM(), tmp_path) / "config.json").read_text())
     assert written == {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}
+
+
+def test_activations_are_checkpointed_unless_turned_off(tiny, tmp_path, monkeypatch):
+    from transformers import PreTrainedModel
+
+    enabled = []
+    original = PreTrainedModel.activation_checkpointing_enable
+    monkeypatch.setattr(PreTrainedModel, "activation_checkpointing_enable",
+                        lambda self, **kwargs: enabled.append(kwargs) or original(self, **kwargs))
+    for on in (True, False):
+        settings = LoraSettings(**{**FAST.__dict__, "gradient_checkpointing": on})
+        finetune_guide(RECORDS, str(tiny[0]), tmp_path / str(on), settings=settings, base_gguf=tiny[1],
+                       export_gguf=False, progress=False, stop_after=1)
+    assert enabled == [{"activation_checkpointing_kwargs": {"use_reentrant": False}}]
