@@ -44,7 +44,7 @@ def sg_data(args, questions):
     report = generate_sg_data(questions, teacher=make_lm(with_role_cap(as_spec(args.teacher), "guidance")),
                               solver=make_lm(with_role_cap(as_spec(args.solver), "student")), kind="numeric",
                               out_dir=args.out / "sg-data", samples=args.samples, threads=args.threads,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, from_solution=args.from_solution)
     print(f"\n## SG data ({args.teacher} writes, {args.solver} solves), {time.perf_counter() - started:.0f} s\n"
           f"{report.summary()}")
     return report
@@ -166,6 +166,8 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=300)
     parser.add_argument("--test-limit", type=int, default=100)
     parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--from-solution", action="store_true",
+                        help="the teacher reads each training question's worked solution when writing guidance")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4)

@@ -28,7 +28,8 @@ from instret.lm.spec import DEFAULT_MAX_TOKENS
 from instret.programs.answering import answer_inputs
 from instret.programs.intervention import TwoModelProgram, extended, raw_text, teacher_lm
 from instret.signatures.answering import reasoning_field
-from instret.signatures.solution_guidance import answer_with_guidance_signature, guidance_signature
+from instret.signatures.solution_guidance import (answer_with_guidance_signature, guidance_from_solution_signature,
+                                                  guidance_signature)
 
 
 class SolutionGuidanceQA(TwoModelProgram):
@@ -67,15 +68,23 @@ class SolutionGuidanceQA(TwoModelProgram):
             for name, predictor in self.named_predictors():
                 predictor.lm = pinned[name]
 
-    def write_guidance(self, inputs: dict, **config) -> tuple[str, dict[str, int], str]:
+    def write_guidance(self, inputs: dict, worked_solution: str | None = None,
+                       **config) -> tuple[str, dict[str, int], str]:
         """(guidance, the guide model's tokens, what it wrote). The guidance is what it wrote up
         to where it began to compute (`plan_only`): the solver gets a plan, never a solution.
-        `config` adds per-call settings (SG data samples with `temperature` and a `rollout_id`).
-        A reply that breaks the adapter's format is still guidance: its own text (field markers
-        removed) is used, not retried."""
+        `worked_solution` (SG data) is shown to the guide model through
+        `guidance_from_solution_signature`, never to the solver. `config` adds per-call settings
+        (SG data samples with `temperature` and a `rollout_id`). A reply that breaks the
+        adapter's format is still guidance: its own text (field markers removed) is used, not
+        retried."""
+        plan, sent = self.plan, inputs
+        if worked_solution:  # a one-off predictor: it is not part of the program's saved state
+            plan = dspy.Predict(guidance_from_solution_signature(self.kind))
+            plan.set_lm(self.plan.lm)
+            sent = {**inputs, "worked_solution": worked_solution}
         with CallLog().recording() as log:
             try:
-                written = self.plan(**inputs, config={**guidance_config(self.plan.lm), **config}).guidance or ""
+                written = plan(**sent, config={**guidance_config(self.plan.lm), **config}).guidance or ""
             except AdapterParseError as error:
                 written = raw_text(error)
         written = written.strip()

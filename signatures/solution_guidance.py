@@ -37,6 +37,13 @@ class WriteGuidance(dspy.Signature):
     guidance: str = dspy.OutputField(desc=GUIDANCE_DESC)
 
 
+FROM_SOLUTION = ("A worked solution is given for your reference only: the student will never see it. Use "
+                 "it to know the right approach, then write the guidance in your own words: name the quantities "
+                 "each step combines and how, never their values, and never its intermediate results or its "
+                 "final answer.")
+WORKED_SOLUTION_DESC = "a correct worked solution, for the teacher's eyes only"
+
+
 GUIDANCE_INPUT_DESC = ("a teacher's solution guidance: what is asked, what is given, and the sub-problems "
                        "to solve in order; it computes nothing, so do every calculation yourself")
 FOLLOW_GUIDANCE = ("A teacher's solution guidance breaks the problem into sub-problems: solve them in "
@@ -56,6 +63,19 @@ def guidance_signature(kind: str) -> type[dspy.Signature]:
 
 
 @lru_cache(maxsize=None)
+def guidance_from_solution_signature(kind: str) -> type[dspy.Signature]:
+    """`guidance_signature(kind)` with a `worked_solution` input last, for SG data: a teacher that
+    sees a correct solution plans the right approach far more often than one that must solve
+    the problem first. The guide model trained on the data is still prompted without it."""
+    plain = guidance_signature(kind)
+    signature = plain.with_instructions(f"{plain.instructions}\n\n{FROM_SOLUTION}")
+    signature = signature.insert(len(plain.input_fields), "worked_solution",
+                                 dspy.InputField(desc=WORKED_SOLUTION_DESC), type_=str)
+    signature.__name__ = f"{plain.__name__}FromSolution"
+    return signature
+
+
+@lru_cache(maxsize=None)
 def answer_with_guidance_signature(kind: str) -> type[dspy.Signature]:
     """The kind's answering signature (`answer_signature(kind, guided=False)`) with a
     `guidance` input after the question and options, and an instruction to follow it."""
@@ -67,4 +87,4 @@ def answer_with_guidance_signature(kind: str) -> type[dspy.Signature]:
     return signature
 
 
-__all__ = ["WriteGuidance", "guidance_signature", "answer_with_guidance_signature"]
+__all__ = ["WriteGuidance", "guidance_signature", "guidance_from_solution_signature", "answer_with_guidance_signature"]

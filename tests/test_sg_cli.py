@@ -45,6 +45,22 @@ def test_sg_data_over_http(tmp_path, monkeypatch, capsys):
     assert json.loads((tmp_path / "sg" / "report.json").read_text())["settings"]["teacher"] == "openai/guide"
 
 
+def test_sg_data_from_solution_sends_the_worked_solution_to_the_guide(tmp_path, monkeypatch, capsys):
+    with guide_and_solver(TRAIN, tmp_path, monkeypatch) as server:
+        base = server.url + "/v1"
+        code = main(["sg", "data", "--train", str(TRAIN), "--teacher", "openai/guide", "--teacher-api-base", base,
+                     "--solver", "openai/solver", "--solver-api-base", base, "--out", "sg", "--no-progress",
+                     "--from-solution", "--limit", "1"])
+        requests = server.requests_for("/v1/chat/completions")
+    assert code == 0, capsys.readouterr().err
+    guide, = [r.body["messages"][-1]["content"] for r in requests if r.body.get("model") == "guide"]
+    solver, = [r.body["messages"][-1]["content"] for r in requests if r.body.get("model") == "solver"]
+    assert field_of(guide, "worked_solution") == ("Natalia sold 48/2 = 24 clips in May.\n"
+                                                       "Natalia sold 48+24 = 72 clips altogether in April and May.")
+    assert "worked_solution" not in solver
+    assert json.loads((tmp_path / "sg" / "report.json").read_text())["settings"]["from_solution"] is True
+
+
 def test_sg_finetune_without_data_says_where_it_comes_from(tmp_path, capsys):
     code = main(["sg", "finetune", "--data", str(tmp_path / "nothing"), "--base", "some.gguf", "--out",
                  str(tmp_path / "out")])

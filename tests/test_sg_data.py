@@ -171,3 +171,41 @@ def test_resume_after_sigkill_asks_nothing_again(tmp_path):
     done_before = {json.loads(line)["question_id"] for line in journal.read_text().splitlines()[:finished]}
     assert not {q.id for q in questions if q.text in asked_now} & done_before
     assert report.accepted_questions == n and len((tmp_path / TRAIN).read_text().splitlines()) == n
+
+
+def test_from_solution_shows_the_worked_solution_to_the_teacher_only(tmp_path):
+    seen = {"teacher": [], "solver": []}
+
+    def teacher_respond(system, user):
+        seen["teacher"].append((system, user))
+        return guidance_reply(GOOD_GUIDANCE)
+
+    def solver_respond(system, user):
+        seen["solver"].append(system + user)
+        return answer_reply(11)
+
+    (teacher, _), (solver, _) = scripted_lm(teacher_respond), scripted_lm(solver_respond)
+    worked = "Ann has 5+6 = <<5+6=11>>11 apples.\n#### 11"
+    questions = [Question("Ann has 5 apples and buys 6 more. How many apples does Ann have?", answer="11",
+                          solution=worked),
+                 Question("Case accepted: Bo has 5 apples and buys 6 more. How many apples?", answer="11")]
+    report = generate_sg_data(questions, teacher=teacher, solver=solver, kind="numeric", out_dir=tmp_path,
+                              samples=1, threads=1, progress=False, from_solution=True)
+    assert report.accepted_samples == 2 and report.settings["from_solution"] is True
+    system, user = [(s, u) for s, u in seen["teacher"] if "Ann has" in u][0]
+    assert field_of(user, "worked_solution") == "Ann has 5+6 = 11 apples."  # annotations and #### gone
+    assert "for your reference only" in system
+    assert not any("worked_solution" in s + u for s, u in seen["teacher"] if "Bo has" in u)  # the plain prompt
+    assert not any("worked_solution" in p or "5+6" in p for p in seen["solver"])
+    samples = {r["question_id"]: r for r in map(json.loads, (tmp_path / SAMPLES).read_text().splitlines())}
+    assert [samples[q.id]["from_solution"] for q in questions] == [True, False]
+    train = (tmp_path / TRAIN).read_text()
+    assert "worked_solution" not in train and "5+6" not in train  # the guide model is trained without it
+
+
+def test_from_solution_needs_worked_solutions(tmp_path):
+    (teacher, engine), (solver, _) = _teacher(), _solver()
+    with pytest.raises(ValueError, match="no training question has a worked solution"):
+        generate_sg_data([_question("accepted")], teacher=teacher, solver=solver, kind="numeric",
+                         out_dir=tmp_path, from_solution=True, progress=False)
+    assert engine.calls == 0

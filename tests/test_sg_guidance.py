@@ -10,7 +10,7 @@ import pytest
 from scripted import scripted_lm
 from sg_helpers import GOOD_GUIDANCE, answer_reply, guidance_reply
 
-from instret.data.guidance import check_guidance, guidance_metric, plan_only
+from instret.data.guidance import check_guidance, guidance_metric, plan_only, readable_solution
 from instret.programs.answering import NEEDS_TEACHER, make_program
 from instret.programs.solution_guidance import SolutionGuidanceQA
 from instret.training.optimize import save_program
@@ -88,6 +88,13 @@ def test_a_guide_reply_without_field_markers_is_still_the_guidance():
 
 
 SOLVING = PLAN + "\nStep 1: In May she sold 48 / 2 = 24 clips.\nStep 2: Altogether 48 + 24 = 72."
+
+
+def test_readable_solution_drops_calculator_annotations_and_the_answer_line():
+    gsm8k = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nShe sold 48+24 = <<48+24=72>>72 in all.\n#### 72"
+    assert readable_solution(gsm8k) == "Natalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 in all."
+    assert readable_solution("Factor: $(x-1)^2$, so $\\boxed{1}$.") == "Factor: $(x-1)^2$, so $\\boxed{1}$."
+    assert readable_solution(None) == ""
 
 
 def test_plan_only_keeps_the_plan_written_before_the_computing():

@@ -30,6 +30,9 @@ def register(commands) -> None:
     data.add_argument("--keep", type=int, default=1, help="accepted samples kept per question (default 1)")
     data.add_argument("--temperature", type=float, default=0.7, help="teacher sampling temperature, above 0")
     data.add_argument("--max-words", type=int, help="longest guidance accepted, in words (default 250)")
+    data.add_argument("--from-solution", action="store_true",
+                      help="the teacher also reads each question's worked solution (GSM8K's answer text, MATH's "
+                           "solution) and turns it into guidance; the training rows prompt with the question alone")
     data.add_argument("--threads", type=int, default=4)
     data.add_argument("--no-progress", action="store_true")
     data.set_defaults(run=_data)
@@ -77,7 +80,7 @@ def _data(args) -> int:
     report = generate_sg_data(questions, teacher=make_lm(teacher), solver=make_lm(solver), kind=kind,
                               out_dir=args.out, samples=args.samples, keep=args.keep, temperature=args.temperature,
                               max_words=args.max_words or DEFAULT_MAX_WORDS, threads=args.threads,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, from_solution=args.from_solution)
     print(report.summary())
     out = Path(args.out)
     print(f"Training data: {out / 'train.jsonl'}; every sample: {out / 'samples.jsonl'}; report: {out / 'report.json'}")

@@ -110,6 +110,13 @@ def plan_only(guidance: str | None, question: str, *, kind: str = NUMERIC,
     return "\n".join(kept).strip()
 
 
+def readable_solution(solution: str | None) -> str:
+    """A worked solution as a teacher should read it: GSM8K's calculator annotations
+    (`<<48/2=24>>`) and its `#### answer` line removed; other solutions are kept as they are."""
+    text = re.sub(r"<<[^<>]*>>", "", solution or "")
+    return re.sub(r"(?m)^\s*####.*$", "", text).strip()
+
+
 def guidance_metric(kind: str, *, max_words: int = DEFAULT_MAX_WORDS, require_correct: bool = True):
     """A DSPy metric for programs whose prediction carries `guidance` (and `answer`): 1.0 when the
     guidance passes `check_guidance` and, with `require_correct`, the answer scores correct.

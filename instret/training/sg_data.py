@@ -33,7 +33,7 @@ from typing import Protocol, Sequence
 
 from instret.data.files import Journal, atomic_write_text, now
 from instret.data.threads import in_threads
-from instret.data.guidance import DEFAULT_MAX_WORDS, GuidanceCheck, check_guidance
+from instret.data.guidance import DEFAULT_MAX_WORDS, GuidanceCheck, check_guidance, readable_solution
 from instret.data.questions import Question
 
 SAMPLES, TRAIN, REPORT = "samples.jsonl", "train.jsonl", "report.json"
@@ -79,9 +79,11 @@ class SGDataReport:
 
 def generate_sg_data(questions: Sequence[Question], *, teacher, solver, kind: str, out_dir: str | Path,
                      samples: int = 4, keep: int = 1, temperature: float = 0.7, max_words: int = DEFAULT_MAX_WORDS,
-                     threads: int = 4, progress: bool = True,
+                     threads: int = 4, progress: bool = True, from_solution: bool = False,
                      validator: GuidanceValidator = check_guidance) -> SGDataReport:
-    """Write SG data for `questions` (with gold answers) into `out_dir`, resuming what is there."""
+    """Write SG data for `questions` (with gold answers) into `out_dir`, resuming what is there.
+    `from_solution`: the teacher also reads each question's worked solution (where the data has
+    one) and turns it into guidance; the training rows still prompt with the question alone."""
 
     from instret.programs.solution_guidance import SolutionGuidanceQA
 
@@ -93,7 +95,10 @@ def generate_sg_data(questions: Sequence[Question], *, teacher, solver, kind: st
     out = Path(out_dir)
     journal = Journal(out / SAMPLES, key="key")
     done = _by_question(journal.read().values())
+    if from_solution and not any(q.solution for q in questions):
+        raise ValueError("from_solution: no training question has a worked solution (e.g. GSM8K's answer text)")
     settings = {"kind": kind, "samples": samples, "keep": keep, "temperature": temperature, "max_words": max_words,
+                "from_solution": from_solution,
                 "teacher": getattr(teacher, "model", str(teacher)), "solver": getattr(solver, "model", str(solver))}
     report = SGDataReport(str(out), questions=len(questions), settings=settings)
     failed: Counter = Counter()
@@ -106,7 +111,7 @@ def generate_sg_data(questions: Sequence[Question], *, teacher, solver, kind: st
         while _accepted(records) < keep and len(records) < samples:
             try:
                 record = sample(program, solver, question, len(records) + 1, kind, temperature, max_words,
-                                validator)
+                                validator, from_solution=from_solution)
             except Exception as error:  # a failing call never stops the run; the next run asks again
                 with lock:
                     failed[type(error).__name__] += 1
@@ -123,7 +128,7 @@ def generate_sg_data(questions: Sequence[Question], *, teacher, solver, kind: st
 
 
 def sample(program, solver, question: Question, number: int, kind: str, temperature: float, max_words: int,
-           validator: GuidanceValidator = check_guidance) -> dict:
+           validator: GuidanceValidator = check_guidance, from_solution: bool = False) -> dict:
     """One guidance sample for `question`, judged: the validator first, then the solver."""
     import dspy
 
@@ -132,15 +137,16 @@ def sample(program, solver, question: Question, number: int, kind: str, temperat
     from instret.programs.answering import answer_inputs
 
     inputs = answer_inputs(kind, question.text, question.options)
+    reference = readable_solution(question.solution) if from_solution else None
     guidance, teacher_tokens, written = program.write_guidance(
-        inputs, temperature=temperature, rollout_id=secrets.randbits(48))
+        inputs, worked_solution=reference or None, temperature=temperature, rollout_id=secrets.randbits(48))
     guidance = guidance or written  # no plan before the computing began: judge (and reject) what was written
     check = validator(guidance, question.text, question.answer, kind=kind, options=question.options,
                       max_words=max_words)
     record = {"key": f"{question.id}#{number}", "question_id": question.id, "sample": number,
               "guidance": guidance, "written": written if written != guidance else None, "valid": check.ok,
               "problems": list(check.details), "answer": None, "correct": None, "teacher_tokens": teacher_tokens,
-              "solver_tokens": {}, "time": now()}
+              "solver_tokens": {}, "from_solution": bool(reference), "time": now()}
     if not check.ok:
         return {**record, "accepted": False, "reason": check.reason}
     with dspy.context(lm=solver):
