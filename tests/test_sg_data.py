@@ -26,6 +26,7 @@ CASES = {
     "newnumber": ("Steps: 1. Add the apples; expect about 37 of them at most.", "gold"),
     "long": (" ".join(["Read the question again carefully."] * 60), "gold"),
     "empty": ("", "gold"),
+    "nosteps": ("Asked: how many apples Ann has. Given: her apples and the ones she buys.", "gold"),
     "wrong": (GOOD_GUIDANCE, "wrong"),
 }
 
@@ -60,8 +61,8 @@ def test_each_outcome_is_kept_or_counted_by_its_reason(tmp_path):
     report = generate_sg_data(questions, teacher=teacher, solver=solver, kind="numeric", out_dir=tmp_path,
                               samples=1, threads=2, progress=False)
     assert report.rejected == {reason: 1 for reason in REJECTIONS}
-    assert (report.accepted_questions, report.accepted_samples, report.samples) == (1, 1, 7)
-    assert teacher_engine.calls == 7
+    assert (report.accepted_questions, report.accepted_samples, report.samples) == (1, 1, 8)
+    assert teacher_engine.calls == 8
     assert solver_engine.calls == 2  # only guidance that passed the validator reaches the solver
     assert report.teacher_tokens["completion_tokens"] > 0 and report.solver_tokens["prompt_tokens"] > 0
 
@@ -72,7 +73,7 @@ def test_each_outcome_is_kept_or_counted_by_its_reason(tmp_path):
     assert "Case accepted" in user["content"] and GOOD_GUIDANCE in assistant["content"]
     assert assistant["content"].startswith("[[ ## guidance ## ]]")
     saved = json.loads((tmp_path / REPORT).read_text())
-    assert saved["rejected"]["computes"] == 1 and saved["acceptance_rate"] == pytest.approx(1 / 7)
+    assert saved["rejected"]["computes"] == 1 and saved["acceptance_rate"] == pytest.approx(1 / 8)
     samples = {r["key"].split("#")[0]: r for r in map(json.loads, (tmp_path / SAMPLES).read_text().splitlines())}
     assert samples[_question("computes").id]["problems"][0] == "computes: 6 - 5 = 1"
 

@@ -30,7 +30,9 @@ PLAN = ("Asked: the total number of clips sold in April and May.\nGiven: 48 clip
     (PLAN + "\n3. April clips = 48.", ()),                                     # restating a given is no computation
     (PLAN + "\n3. Expect about 31 clips in May.", ("new_number",)),
     (PLAN + "\n3. Convert to a percentage by multiplying by 100.", ()),        # a unit constant
-    (" ".join(["Think about the clips."] * 70), ("too_long",)),
+    (" ".join(["Think about the clips."] * 70), ("too_long", "no_steps")),
+    ("Asked: the clips sold in April and May. Given: the April clips, and half as many in May.", ("no_steps",)),
+    ("Asked: the total. Steps: 1. Halve the April clips. 2. Add both months.", ()),  # steps inline
     ("   ", ("empty",)),
 ])
 def test_validator_cases(guidance, reasons):
@@ -42,7 +44,7 @@ def test_validator_words_letters_and_limits():
     assert check_guidance("1. Take twelve eggs from the 3 boxes.", "Three boxes hold a dozen eggs each.", "36").ok
     assert check_guidance(PLAN, CLIPS, "72", max_words=20).reason == "too_long"
     options = {"A": "aspirin", "B": "heparin"}
-    assert check_guidance("Compare option A with option B by their mechanism.", "Which drug?", "B", kind="choice",
+    assert check_guidance("1. Compare option A with option B by their mechanism.", "Which drug?", "B", kind="choice",
                           options=options).ok
     assert check_guidance("Weigh both; the answer is (B).", "Which drug?", "B", kind="choice",
                           options=options).reason == "states_answer"
@@ -95,6 +97,25 @@ def test_readable_solution_drops_calculator_annotations_and_the_answer_line():
     assert readable_solution(gsm8k) == "Natalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 in all."
     assert readable_solution("Factor: $(x-1)^2$, so $\\boxed{1}$.") == "Factor: $(x-1)^2$, so $\\boxed{1}$."
     assert readable_solution(None) == ""
+
+
+# Written by the 1.5B teacher in a real SG data run (benchmarks/results/sg.md), cut where it turns to solving.
+GNOMES = ("There are 5 houses on a street, and each of the first four houses has 3 gnomes in the garden. If there "
+          "are a total of 20 gnomes on the street, how many gnomes does the fifth house have?")
+GNOMES_WRITTEN = ("To find out how many gnomes the fifth house has, we need to follow these steps:\n\n"
+                  "1. Determine the total number of gnomes in the first four houses.\n"
+                  "2. Subtract this total from the overall number of gnomes on the street.\n\n"
+                  "Let's start with the first step:\n\n"
+                  "1. Each of the first four houses has 3 gnomes. So, the total number of gnomes is:")
+RESTARTED = PLAN + "\n\n1. Find the May clips as half of the April clips: that is half of 48."
+
+
+def test_plan_only_stops_where_the_guide_turns_to_solving():
+    plan = plan_only(GNOMES_WRITTEN, GNOMES)
+    assert plan.endswith("overall number of gnomes on the street.") and "Let's" not in plan
+    assert plan_only(RESTARTED, CLIPS) == PLAN.strip()  # the steps numbered again from 1: solving them
+    lead_in = "Let's plan this.\n" + PLAN
+    assert plan_only(lead_in, CLIPS) == lead_in  # before any step, a lead-in is part of the plan
 
 
 def test_plan_only_keeps_the_plan_written_before_the_computing():

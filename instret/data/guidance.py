@@ -17,7 +17,8 @@ Rules (our own design: the paper published no filter), most telling first:
 - `new_number`: a number that is neither in the question (digits or words such as "twelve"),
   nor a step number ("2.", "Step 3", "3rd"), nor a unit constant (`ALLOWED_NUMBERS`: 0, 1, 2,
   7, 10, 12, 24, 52, 60, 100, 365, 1000; and 3-10 for `expression`, whose formulas need them);
-- `too_long`: more than `max_words` words (default 250).
+- `too_long`: more than `max_words` words (default 250);
+- `no_steps`: no numbered sub-problem ("1.", "2)", "Step 3"): a restated question is no plan.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from fractions import Fraction
 
 from instret.data.scoring import CHOICE, EXPRESSION, NUMERIC, canonical_answer, parse_number, score_answer
 
-REASONS = ("empty", "states_answer", "computes", "new_number", "too_long")
+REASONS = ("empty", "states_answer", "computes", "new_number", "too_long", "no_steps")
 DEFAULT_MAX_WORDS = 250
 #: Unit constants a plan may name without computing anything (percent, a dozen, hours, minutes ...).
 ALLOWED_NUMBERS = frozenset(Fraction(n) for n in (0, 1, 2, 7, 10, 12, 24, 52, 60, 100, 365, 1000))
@@ -38,6 +39,11 @@ _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s
 # Step numbers: "1." / "2)" / "(3)" opening a line or a sentence, "Step 4", "sub-problem 2", "3rd".
 _ENUMERATION = re.compile(r"(?:(?:^|\n|[.:;!?)]\s)\s*[-*]?\s*\(?(\d{1,2})[.):](?!\d)"
                           r"|\b(?:step|sub-?problem|part|stage)\s+(\d{1,2})\b|\b(\d{1,2})(?:st|nd|rd|th)\b)", re.I)
+# A line that opens with a step number ("2.", "(3)", "**Step 4:**"), and the lead-ins with which
+# small models turn from the plan to solving it ("Let's calculate ...", "Now, let's ...").
+_STEP_LINE = re.compile(r"^\s*[-*]?\s*(?:\*\*)?\s*(?:\(?(\d{1,2})[.):](?!\d)|step\s+(\d{1,2})\b)", re.I)
+_SOLVING = re.compile(r"^\s*(?:\*\*)?\s*(?:(?:first|now|next|then|so),?\s+)?(?:let'?s|let us)\b"
+                      r"|^\s*here(?: is|'s) (?:the|a|how)", re.I)
 _EQUALS = re.compile(r"=\s*[$£€]?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)")
 _OPERATOR = re.compile(r"\d|[+*/×÷^]|\s[-x]\s")
 _WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -86,14 +92,17 @@ def check_guidance(guidance: str | None, question: str, gold=None, *, kind: str 
     words = len(text.split())
     if words > max_words:
         found["too_long"] = [f"{words} words, over the limit of {max_words}"]
+    if not any(match.group(1) or match.group(2) for match in _ENUMERATION.finditer(text)):
+        found["no_steps"] = ["no numbered sub-problem (1., 2., ... or Step 1)"]
     reasons = tuple(reason for reason in REASONS if reason in found)
     return GuidanceCheck(not reasons, reasons, tuple(detail for reason in reasons for detail in found[reason]))
 
 
 def plan_only(guidance: str | None, question: str, *, kind: str = NUMERIC,
               options: dict[str, str] | None = None) -> str:
-    """The guidance up to its first line that computes or brings a number the question does not
-    give: the plan a guide model wrote before it started solving.
+    """The guidance up to where its guide model began to solve: the first line that computes or
+    brings a number the question does not give and, once numbered steps were written, a line
+    that turns to solving ("Let's calculate ...") or numbers the steps again from the start.
 
     Small guide models (the 1.5B and 0.5B coder models) often write the plan that was asked for
     and then carry on into the computations; the plan is kept and the solving dropped, so it is
@@ -101,11 +110,16 @@ def plan_only(guidance: str | None, question: str, *, kind: str = NUMERIC,
     """
     given = _numbers_in_question(question + "\n" + "\n".join((options or {}).values()))
     allowed = given | ALLOWED_NUMBERS | (_FORMULA_CONSTANTS if kind == EXPRESSION else frozenset())
-    kept = []
+    kept, last_step = [], 0
     for line in (guidance or "").strip().splitlines():
         plain = _without_enumeration(line)
         if _computations(plain, given) or any(value not in allowed for _, value in _numbers(plain)):
             break
+        step = _STEP_LINE.match(line)
+        number = int(step.group(1) or step.group(2)) if step else 0
+        if last_step and (_SOLVING.match(line) or 0 < number <= last_step):
+            break
+        last_step = max(last_step, number)
         kept.append(line)
     return "\n".join(kept).strip()
 

@@ -38,7 +38,7 @@ from instret.data.questions import Question
 
 SAMPLES, TRAIN, REPORT = "samples.jsonl", "train.jsonl", "report.json"
 #: Why a sample was not kept: the validator's reasons, then the solver's verdict.
-REJECTIONS = ("empty", "states_answer", "computes", "new_number", "too_long", "wrong_answer")
+REJECTIONS = ("empty", "states_answer", "computes", "new_number", "too_long", "no_steps", "wrong_answer")
 
 
 class GuidanceValidator(Protocol):
