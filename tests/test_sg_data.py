@@ -208,5 +208,5 @@ def test_from_solution_needs_worked_solutions(tmp_path):
     (teacher, engine), (solver, _) = _teacher(), _solver()
     with pytest.raises(ValueError, match="no training question has a worked solution"):
         generate_sg_data([_question("accepted")], teacher=teacher, solver=solver, kind="numeric",
-                         out_dir=tmp_path, from_solution=True, progress=False)
-    assert engine.calls == 0
+                         out_dir=tmp_path / "sg", from_solution=True, progress=False)
+    assert engine.calls == 0 and not (tmp_path / "sg").exists()  # nothing written for bad input

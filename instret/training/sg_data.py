@@ -92,11 +92,11 @@ def generate_sg_data(questions: Sequence[Question], *, teacher, solver, kind: st
     questions = [q for q in questions if q.answer not in (None, "")]
     if not questions:
         raise ValueError("no training question has a gold answer: SG data keeps guidance that leads to it")
+    if from_solution and not any(q.solution for q in questions):
+        raise ValueError("from_solution: no training question has a worked solution (e.g. GSM8K's answer text)")
     out = Path(out_dir)
     journal = Journal(out / SAMPLES, key="key")
     done = _by_question(journal.read().values())
-    if from_solution and not any(q.solution for q in questions):
-        raise ValueError("from_solution: no training question has a worked solution (e.g. GSM8K's answer text)")
     settings = {"kind": kind, "samples": samples, "keep": keep, "temperature": temperature, "max_words": max_words,
                 "from_solution": from_solution,
                 "teacher": getattr(teacher, "model", str(teacher)), "solver": getattr(solver, "model", str(solver))}
