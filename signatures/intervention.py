@@ -22,16 +22,20 @@ STEPS_DESC = "the solution's steps written so far, one per line as 'Step n: ...'
 
 class WriteFirstSteps(dspy.Signature):
     """Begin a step-by-step solution of the problem. Write only the first steps, one per line,
-    each starting 'Step n:' (Step 1, Step 2, ...). Each step does one small piece of the work,
-    stating the quantity it finds. Do not finish the solution and do not state the final answer."""
+    each starting 'Step n:' (Step 1, Step 2, ...). Each step does one small piece of the work:
+    it says what it finds, carries out the calculation and states the result, e.g. 'Step 1: She
+    sold half as many clips in May as in April: 48 / 2 = 24 clips.' A step is never only a
+    heading. Do not finish the solution and do not state the final answer."""
 
     question: str = dspy.InputField()
-    steps: str = dspy.OutputField(desc="the first steps only, one per line: 'Step 1: ...'")
+    steps: str = dspy.OutputField(desc="the first steps only, one per line, each with its calculation and "
+                                       "result: 'Step 1: ...'")
 
 
 class NextStep(dspy.Signature):
     """Continue the step-by-step solution of the problem by exactly one step: the next 'Step n:'
-    line after the steps so far, doing one small piece of the work. When the steps so far
+    line after the steps so far, doing one small piece of the work with its calculation and
+    result, never only a heading. When the steps so far
     already give everything needed, the next step states the result as 'Step n: The final
     answer is ...'."""
 
@@ -47,7 +51,8 @@ class ContinueSolution(dspy.Signature):
 
     question: str = dspy.InputField()
     steps_so_far: str = dspy.InputField(desc=STEPS_DESC)
-    reasoning: str = dspy.OutputField(desc="the remaining steps, numbered on from the steps so far")
+    reasoning: str = dspy.OutputField(desc="the remaining steps, one per line numbered on from the steps so far, "
+                                           "each with the calculation it makes, before giving the answer")
 
 
 class QuestionFirstSolution(dspy.Signature):
