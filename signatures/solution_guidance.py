@@ -65,8 +65,8 @@ def guidance_signature(kind: str) -> type[dspy.Signature]:
 @lru_cache(maxsize=None)
 def guidance_from_solution_signature(kind: str) -> type[dspy.Signature]:
     """`guidance_signature(kind)` with a `worked_solution` input last, for SG data: a teacher that
-    sees a correct solution plans the right approach far more often than one that must solve
-    the problem first. The guide model trained on the data is still prompted without it."""
+    sees a correct solution need not find the right approach before it can describe it. The
+    guide model trained on the data is still prompted without it."""
     plain = guidance_signature(kind)
     signature = plain.with_instructions(f"{plain.instructions}\n\n{FROM_SOLUTION}")
     signature = signature.insert(len(plain.input_fields), "worked_solution",

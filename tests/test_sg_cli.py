@@ -56,7 +56,7 @@ def test_sg_data_from_solution_sends_the_worked_solution_to_the_guide(tmp_path, 
     guide, = [r.body["messages"][-1]["content"] for r in requests if r.body.get("model") == "guide"]
     solver, = [r.body["messages"][-1]["content"] for r in requests if r.body.get("model") == "solver"]
     assert field_of(guide, "worked_solution") == ("Natalia sold 48/2 = 24 clips in May.\n"
-                                                       "Natalia sold 48+24 = 72 clips altogether in April and May.")
+                                                  "Natalia sold 48+24 = 72 clips altogether in April and May.")
     assert "worked_solution" not in solver
     assert json.loads((tmp_path / "sg" / "report.json").read_text())["settings"]["from_solution"] is True
 
