@@ -35,8 +35,9 @@ class WriteFirstSteps(dspy.Signature):
 class NextStep(dspy.Signature):
     """Continue the step-by-step solution of the problem by exactly one step: the next 'Step n:'
     line after the steps so far, doing one small piece of the work with its calculation and
-    result, never only a heading. When the steps so far already give everything needed, the
-    next step states the result as 'Step n: The final answer is ...'."""
+    result, never only a heading. When the steps so far
+    already give everything needed, the next step states the result as 'Step n: The final
+    answer is ...'."""
 
     question: str = dspy.InputField()
     steps_so_far: str = dspy.InputField(desc=STEPS_DESC)
