@@ -33,12 +33,12 @@ from typing import Protocol, Sequence
 
 from instret.data.files import Journal, atomic_write_text, now
 from instret.data.threads import in_threads
-from instret.data.guidance import DEFAULT_MAX_WORDS, GuidanceCheck, check_guidance, readable_solution
+from instret.data.guidance import DEFAULT_MAX_WORDS, REASONS, GuidanceCheck, check_guidance, readable_solution
 from instret.data.questions import Question
 
 SAMPLES, TRAIN, REPORT = "samples.jsonl", "train.jsonl", "report.json"
 #: Why a sample was not kept: the validator's reasons, then the solver's verdict.
-REJECTIONS = ("empty", "states_answer", "computes", "new_number", "too_long", "no_steps", "wrong_answer")
+REJECTIONS = (*REASONS, "wrong_answer")
 
 
 class GuidanceValidator(Protocol):
@@ -139,7 +139,7 @@ def sample(program, solver, question: Question, number: int, kind: str, temperat
     inputs = answer_inputs(kind, question.text, question.options)
     reference = readable_solution(question.solution) if from_solution else None
     guidance, teacher_tokens, written = program.write_guidance(
-        inputs, worked_solution=reference or None, temperature=temperature, rollout_id=secrets.randbits(48))
+        inputs, worked_solution=reference, temperature=temperature, rollout_id=secrets.randbits(48))
     guidance = guidance or written  # no plan before the computing began: judge (and reject) what was written
     check = validator(guidance, question.text, question.answer, kind=kind, options=question.options,
                       max_words=max_words)
