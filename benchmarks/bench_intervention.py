@@ -33,9 +33,12 @@ DATA = REPO.parent / "shared" / "data" / "math"
 DATASETS = {"gsm8k": DATA / "gsm8k" / "test.jsonl", "svamp": DATA / "svamp" / "SVAMP.json"}
 
 
-def methods(teacher_steps: list[int], thresholds: list[float]) -> list[str]:
-    return (["cot", "quest_cot"] + [f"first_step@{k}" for k in teacher_steps]
-            + [f"on_uncertainty@{t:g}" for t in thresholds] + ["teacher_cot"])
+def methods(args) -> list[str]:
+    """Every method and variant the run compares, in table order; `--methods` keeps some."""
+    names = (["cot", "quest_cot"] + [f"first_step@{k}" for k in args.teacher_steps]
+             + [f"on_uncertainty@{t:g}" for t in args.thresholds] + ["teacher_cot"])
+    keep = set(args.methods.split(",")) if args.methods else None
+    return [name for name in names if keep is None or name.split("@")[0] in keep]
 
 
 def run_dataset(name: str, path: Path, args, teacher, students: dict) -> list[dict]:
@@ -44,9 +47,9 @@ def run_dataset(name: str, path: Path, args, teacher, students: dict) -> list[di
     from instret.programs.answering import make_program
 
     questions = load_questions(str(path)).questions[:args.limit]
-    names = methods(args.teacher_steps, args.thresholds)
-    programs = {m: make_program(m, None, "numeric", teacher=teacher, max_interventions=args.max_interventions)
-                for m in names}
+    names = methods(args)
+    programs = {m: make_program(m, None, "numeric", teacher=teacher, max_interventions=args.max_interventions,
+                                handoff=args.handoff) for m in names}
     started = time.perf_counter()
     report = evaluate(questions, methods=programs, students=students, kind="numeric", out_dir=args.out / name,
                       threads=args.threads, teacher=teacher, progress=not args.no_progress)
@@ -150,6 +153,9 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher-steps", default="1,2", type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--thresholds", default="0.5,0.7,0.9", type=lambda s: [float(v) for v in s.split(",")])
     parser.add_argument("--max-interventions", type=int, default=3)
+    parser.add_argument("--methods", help="comma-separated method names to run (default: all)")
+    parser.add_argument("--handoff", choices=("prompt", "reply"), default="prompt",
+                        help="first_step: the teacher's steps in the student's prompt, or the start of its reply")
     parser.add_argument("--threads", type=int, default=4, help="parallel questions (the local servers batch them)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-intervention")
     parser.add_argument("--results", type=Path, help="also write the tables as markdown here, with date and machine")
@@ -160,11 +166,11 @@ def main(argv=None) -> int:
     names = args.students.split(",") if args.students else [args.student]
     students = {name.partition("@")[0]: model(name, "student") for name in names}
     print(f"teacher {args.teacher}; students {', '.join(names)}; methods "
-          f"{', '.join(methods(args.teacher_steps, args.thresholds))}")
+          f"{', '.join(methods(args))}")
     sections = []
     for name in args.datasets.split(","):
         rows = run_dataset(name, DATASETS[name], args, teacher, students)
-        sections += [f"## {name} (first {args.limit})", "", table(rows, methods(args.teacher_steps, args.thresholds)),
+        sections += [f"## {name} (first {args.limit})", "", table(rows, methods(args)),
                      "", claim(rows), ""]
     report = [f"# Teacher intervention on local models ({datetime.date.today()})", "",
               f"Machine: {machine()}.", "",

@@ -230,7 +230,7 @@ METHODS = {"zero_shot": _zero_shot, "cot": _chain_of_thought, "passage_rag": _pa
            **{name: _intervention(name) for name in ("quest_cot", "first_step", "on_uncertainty", "teacher_cot")},
            "solution_guidance": _solution_guidance}
 OPTIONS = frozenset({"k", "mode", "min_similarity", "embedder", "guide", "teacher",
-                     "teacher_steps", "threshold", "max_interventions"})
+                     "teacher_steps", "handoff", "threshold", "max_interventions"})
 #: Methods that cannot run without a teacher LM (`make_program(..., teacher=lm)`).
 NEEDS_TEACHER = frozenset({"first_step", "on_uncertainty", "teacher_cot", "solution_guidance"})
 

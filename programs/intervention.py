@@ -18,12 +18,15 @@ The student is the LM of `dspy.context`; the teacher is pinned on its own predic
 `set_lm` at construction. Saved state never holds an LM (no endpoint, no key), and loading
 state keeps the teacher the program was built with.
 
-**How the student continues from steps it did not write.** The steps so far go into its prompt
-as the `steps_so_far` input of a typed signature ("continue from these steps"), not as a
-prefilled assistant message: servers treat prefill differently (vLLM needs
-`continue_final_message`, llama.cpp and Ollama depend on the chat template, hosted APIs refuse
-it), and a prefix would bypass DSPy's adapters, losing the typed answer, format recovery and
-compiling. The student reads the steps as prompt tokens; they are counted as such.
+**How the student continues from steps it did not write** (`handoff`, for `first_step`):
+- `"prompt"` (default): the steps go into its prompt as the `steps_so_far` input of a typed
+  signature ("continue from these steps"). Works with every server.
+- `"reply"`: the steps begin the student's own reply: `cot`'s exact prompt, and an assistant
+  message that the server continues (`instret.lm.reply_prefix.ContinuedReply`), as in the
+  First-Step paper. It needs a server that continues a prefilled reply (llama.cpp's, so every
+  `local/` model); one that starts a new reply instead raises `PrefillIgnored`. Where a reply
+  cannot be prefilled (format recovery's JSON adapter), the steps go in the prompt.
+Either way the student reads the steps as prompt tokens, and they are counted as such.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
+from instret.lm.reply_prefix import ContinuedReply, reply_prefix
 from instret.lm.steps import (InterventionPolicy, LogprobsUnavailable, UncertaintyPolicy, is_final,
                               mean_probability, render_steps, require_logprobs, split_steps, step_config,
                               token_logprobs)
@@ -44,6 +48,8 @@ from instret.signatures.intervention import (ContinueSolution, NextStep, Questio
 
 #: method -> the option a `method@value` variant sets: `first_step@2`, `on_uncertainty@0.7`.
 VARIANTS = {"first_step": ("teacher_steps", int), "on_uncertainty": ("threshold", float)}
+#: How the student receives steps it did not write (see the module docstring).
+HANDOFFS = ("prompt", "reply")
 #: Methods whose student must return token log-probabilities.
 NEEDS_LOGPROBS = frozenset({"on_uncertainty"})
 
@@ -95,25 +101,35 @@ class QuestCoTQA(AnsweringProgram):
 
 class FirstStepQA(TwoModelProgram):
     """The teacher writes the first `teacher_steps` steps and is stopped there (stop sequence
-    `Step k+1:` and a token cap); the student continues from exactly those steps and answers.
+    `Step k+1:` and a token cap); the student continues from exactly those steps and answers,
+    reading them in its prompt or continuing them in its own reply (`handoff`, see above).
 
     The prediction's `reasoning` holds the teacher's steps followed by the student's;
     `teacher_steps` holds the teacher's alone.
     """
 
-    def __init__(self, kind: str = "numeric", teacher=None, teacher_steps: int = 1):
+    def __init__(self, kind: str = "numeric", teacher=None, teacher_steps: int = 1, handoff: str = "prompt"):
         super().__init__(kind)
         if int(teacher_steps) < 1:
             raise ValueError(f"teacher_steps must be 1 or more, got {teacher_steps}")
-        self.teacher_steps = int(teacher_steps)
+        if handoff not in HANDOFFS:
+            raise ValueError(f"handoff must be one of {', '.join(HANDOFFS)}, got {handoff!r}")
+        self.teacher_steps, self.handoff = int(teacher_steps), handoff
         self.lead = dspy.Predict(intervention_signature(WriteFirstSteps, kind))
         self.lead.set_lm(teacher_lm(teacher, "first_step"))
         self.answer = dspy.Predict(intervention_signature(ContinueSolution, kind))
+        if handoff == "reply":  # cot's own signature: the student's prompt is cot's, its reply starts with the steps
+            self.continuation = dspy.Predict(answer_signature(kind, guided=False).prepend(
+                "reasoning", reasoning_field(), type_=str))
 
     def forward(self, question: str, options: dict[str, str] | None = None):
         inputs = answer_inputs(self.kind, question, options)
         written = replied(self.lead, "steps", **inputs, config=step_config(1, self.teacher_steps, self.lead.lm))
         given = render_steps(split_steps(written)[:self.teacher_steps])  # a server that ignored `stop` is cut here
+        if self.handoff == "reply" and not isinstance(dspy.settings.adapter, dspy.JSONAdapter):
+            with dspy.context(adapter=ContinuedReply(reply_prefix("reasoning", given))):
+                prediction = self.continuation(**inputs)
+            return extended(prediction, teacher_steps=given)  # its reasoning starts with the given steps
         prediction = self.answer(**inputs, steps_so_far=given)
         return extended(prediction, reasoning=joined(given, prediction.reasoning), teacher_steps=given)
 
@@ -266,8 +282,9 @@ def _quest_cot(corpus, kind, **_):
     return QuestCoTQA(kind)
 
 
-def _first_step(corpus, kind, teacher=None, teacher_steps=None, **_):
-    return FirstStepQA(kind, teacher=teacher, teacher_steps=1 if teacher_steps is None else teacher_steps)
+def _first_step(corpus, kind, teacher=None, teacher_steps=None, handoff=None, **_):
+    return FirstStepQA(kind, teacher=teacher, teacher_steps=1 if teacher_steps is None else teacher_steps,
+                       handoff=handoff or "prompt")
 
 
 def _on_uncertainty(corpus, kind, teacher=None, threshold=None, max_interventions=None, **_):

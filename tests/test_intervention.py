@@ -14,6 +14,7 @@ from loopback import LoopbackServer, logprob_tokens
 from scripted import scripted_lm
 
 from instret.lm.models import make_lm
+from instret.lm.reply_prefix import PrefillIgnored
 from instret.lm.spec import ModelSpec
 from instret.lm.steps import (LogprobsUnavailable, UncertaintyPolicy, is_final, mean_probability, render_steps,
                               split_steps, step_cap, stop_before, token_logprobs)
@@ -178,6 +179,57 @@ def test_first_step_cuts_a_teacher_that_ignores_stop():
     with dspy.context(lm=student):
         assert program(question=QUESTION).teacher_steps == TEACHER_SOLUTION[0]
     assert engine.calls == 1 and field(seen.prompts[0], "steps_so_far") == TEACHER_SOLUTION[0]
+
+
+CONTINUATION = "Step 2: He gives away 5, so 36 - 5 = 31.\n\n[[ ## answer ## ]]\n31\n\n[[ ## completed ## ]]"
+
+
+def continuing(script, echo_prefix: bool):
+    """The script, plus a student that continues a prefilled reply: returning the continuation
+    alone (as vLLM does) or the prefix and the continuation (as llama.cpp's server does)."""
+    def respond(request):
+        last = request.messages[-1]
+        if last["role"] != "assistant":
+            return script(request)
+        return (last["content"] if echo_prefix else "") + CONTINUATION
+    return respond
+
+
+@pytest.mark.parametrize("echo_prefix", [False, True])
+def test_first_step_reply_handoff_puts_the_teacher_steps_at_the_start_of_the_students_own_reply(server, echo_prefix):
+    server.responder = continuing(server.script, echo_prefix)
+    program = make_program("first_step", kind="numeric", teacher=lm(server, "teacher"), handoff="reply")
+    with dspy.context(lm=lm(server, "student")):
+        prediction = program(question=QUESTION)
+        make_program("cot", kind="numeric")(question=QUESTION)
+
+    continued, cot = chats(server, "student")
+    *prompt, prefill = continued.body["messages"]
+    assert prompt == cot.body["messages"]  # the student's prompt is cot's, word for word
+    assert prefill == {"role": "assistant", "content": f"[[ ## reasoning ## ]]\n{TEACHER_SOLUTION[0]}\n"}
+    assert prediction.teacher_steps == TEACHER_SOLUTION[0] and prediction.answer == 31.0
+    assert prediction.reasoning == f"{TEACHER_SOLUTION[0]}\nStep 2: He gives away 5, so 36 - 5 = 31."
+
+
+def test_a_server_that_starts_a_new_reply_instead_of_continuing_gets_the_clear_error(server):
+    server.responder = lambda request: (server.script(request) if request.model == "teacher"
+                                        else reply(reasoning="Step 1: my own start", answer="31"))
+    program = make_program("first_step", kind="numeric", teacher=lm(server, "teacher"), handoff="reply")
+    with dspy.context(lm=lm(server, "student")), pytest.raises(PrefillIgnored, match="--handoff prompt"):
+        program(question=QUESTION)
+
+
+def test_reply_handoff_under_the_json_adapter_passes_the_steps_in_the_prompt(server):
+    server.responder = lambda request: (server.script(request) if request.model == "teacher"
+                                        else json.dumps({"reasoning": "Step 2: 36 - 5 = 31", "answer": 31}))
+    program = make_program("first_step", kind="numeric", teacher=lm(server, "teacher"), handoff="reply")
+    with dspy.context(lm=lm(server, "student"), adapter=dspy.JSONAdapter()):
+        assert program(question=QUESTION).answer == 31.0
+    (student_call,) = chats(server, "student")
+    assert student_call.body["messages"][-1]["role"] == "user"
+    assert field(student_call.body["messages"][-1]["content"], "steps_so_far") == TEACHER_SOLUTION[0]
+    with pytest.raises(ValueError, match="handoff must be one of prompt, reply"):
+        make_program("first_step", kind="numeric", teacher=lm(server, "teacher"), handoff="prefill")
 
 
 # --- on_uncertainty ---------------------------------------------------------------------------

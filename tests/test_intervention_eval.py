@@ -9,7 +9,7 @@ import threading
 import pytest
 from conftest import FIXTURES
 from loopback import LoopbackServer, apply_stop, count_tokens
-from test_intervention import FAST, TEACHER_SOLUTION, Script
+from test_intervention import FAST, TEACHER_SOLUTION, Script, continuing
 
 from instret.cli.main import main
 from instret.data.loaders import load_questions
@@ -104,6 +104,21 @@ def test_eval_expands_thresholds_and_teacher_steps_into_one_method_each(server, 
     teacher_asks = [json.loads(json.dumps(r.body)) for r in server.requests_for("/v1/chat/completions")
                     if r.model == "teacher" and "`steps`" in r.body["messages"][0]["content"]]
     assert sorted(r["stop"][0] for r in teacher_asks) == ["Step 2:", "Step 2:", "Step 3:", "Step 3:"]
+
+
+def test_eval_handoff_reply_continues_the_teacher_steps_in_the_students_reply(server, tmp_path):
+    server.responder = continuing(server.script, echo_prefix=True)
+    out = tmp_path / "run"
+    assert main(eval_command(server, out, "--methods", "first_step", "--handoff", "reply")) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["outputs"]["reasoning"].startswith(TEACHER_SOLUTION[0]) for r in rows)
+    students = [r.body["messages"] for r in server.requests_for("/v1/chat/completions") if r.model == "student"]
+    assert len(students) == 2 and all(m[-1]["role"] == "assistant" for m in students)
+    for row in rows:  # the prefilled steps are read by the student: its prompt tokens, as the server bills them
+        (messages,) = [m for m in students if QUESTIONS[[q.id for q in QUESTIONS].index(row["question_id"])].text in
+                       m[-2]["content"]]
+        assert row["prompt_tokens"] == count_tokens("\n\n".join(m["content"] for m in messages))
+        assert row["teacher_prompt_tokens"] > 0
 
 
 def test_eval_refuses_an_ollama_student_for_on_uncertainty_before_any_call(server, tmp_path, capsys):
