@@ -62,6 +62,7 @@ class WrittenSteps:
     steps: list[str] = field(default_factory=list)
     confidences: list[float | None] = field(default_factory=list)
     rewritten: list[int] = field(default_factory=list)
+    answered: dspy.Prediction | None = None  # the student's reply, where it went on to the answer
 
 
 class TwoModelProgram(AnsweringProgram):
@@ -108,37 +109,30 @@ class FirstStepQA(TwoModelProgram):
     `teacher_steps` holds the teacher's alone.
     """
 
-    def __init__(self, kind: str = "numeric", teacher=None, teacher_steps: int = 1, handoff: str = "prompt"):
+    def __init__(self, kind: str = "numeric", teacher=None, teacher_steps: int = 1, handoff: str = "reply"):
         super().__init__(kind)
         if int(teacher_steps) < 1:
             raise ValueError(f"teacher_steps must be 1 or more, got {teacher_steps}")
-        if handoff not in HANDOFFS:
-            raise ValueError(f"handoff must be one of {', '.join(HANDOFFS)}, got {handoff!r}")
-        self.teacher_steps, self.handoff = int(teacher_steps), handoff
+        self.teacher_steps, self.handoff = int(teacher_steps), checked_handoff(handoff)
         self.lead = dspy.Predict(intervention_signature(WriteFirstSteps, kind))
         self.lead.set_lm(teacher_lm(teacher, "first_step"))
         self.answer = dspy.Predict(intervention_signature(ContinueSolution, kind))
-        if handoff == "reply":  # cot's own signature: the student's prompt is cot's, its reply starts with the steps
-            self.continuation = dspy.Predict(answer_signature(kind, guided=False).prepend(
-                "reasoning", reasoning_field(), type_=str))
+        if handoff == "reply":
+            self.continuation = dspy.Predict(cot_signature(kind))
 
     def forward(self, question: str, options: dict[str, str] | None = None):
         inputs = answer_inputs(self.kind, question, options)
         written = replied(self.lead, "steps", **inputs, config=step_config(1, self.teacher_steps, self.lead.lm))
         given = render_steps(split_steps(written)[:self.teacher_steps])  # a server that ignored `stop` is cut here
-        if self.handoff == "reply" and not isinstance(dspy.settings.adapter, dspy.JSONAdapter):
-            with dspy.context(adapter=ContinuedReply(reply_prefix("reasoning", given))):
-                prediction = self.continuation(**inputs)
-            return extended(prediction, teacher_steps=given)  # its reasoning starts with the given steps
-        prediction = self.answer(**inputs, steps_so_far=given)
-        return extended(prediction, reasoning=joined(given, prediction.reasoning), teacher_steps=given)
+        return extended(finished_from(self, inputs, given), teacher_steps=given)
 
 
 class OnUncertaintyQA(TwoModelProgram):
     """SMART-style intervention: the student writes one step at a time with token
     log-probabilities; `policy` (default `UncertaintyPolicy()`: mean token probability under
     0.9, at most 3 rewrites) decides which steps the teacher rewrites; the student goes on from
-    the corrected steps and answers. At most `max_steps` steps are written.
+    the corrected steps and answers. At most `max_steps` steps are written. With `handoff="reply"`
+    student and teacher both continue one reply (cot's prompt, the steps so far as its start).
 
     The prediction adds `step_confidences` (the student's score of each step it drafted, None
     when its reply did not parse), `rewritten_steps` (step numbers the teacher wrote) and
@@ -146,53 +140,68 @@ class OnUncertaintyQA(TwoModelProgram):
     """
 
     def __init__(self, kind: str = "numeric", teacher=None, policy: InterventionPolicy | None = None,
-                 max_steps: int = 12):
+                 max_steps: int = 12, handoff: str = "reply"):
         super().__init__(kind)
         self.policy = policy if policy is not None else UncertaintyPolicy()
-        self.max_steps = int(max_steps)
-        self.step = dspy.Predict(intervention_signature(NextStep, kind))
-        self.rewrite = dspy.Predict(intervention_signature(NextStep, kind))
+        self.max_steps, self.handoff = int(max_steps), checked_handoff(handoff)
+        writes = cot_signature(kind) if handoff == "reply" else intervention_signature(NextStep, kind)
+        self.step = dspy.Predict(writes)
+        self.rewrite = dspy.Predict(writes)
         self.rewrite.set_lm(teacher_lm(teacher, "on_uncertainty"))
         self.answer = dspy.Predict(intervention_signature(ContinueSolution, kind))
+        if handoff == "reply":
+            self.continuation = dspy.Predict(cot_signature(kind))
 
     def forward(self, question: str, options: dict[str, str] | None = None):
         inputs = answer_inputs(self.kind, question, options)
         written = self.write_steps(inputs)
-        given = render_steps(written.steps)
-        prediction = self.answer(**inputs, steps_so_far=given)
-        return extended(prediction, reasoning=joined(given, prediction.reasoning),
-                        step_confidences=written.confidences, rewritten_steps=written.rewritten,
+        prediction = written.answered or finished_from(self, inputs, render_steps(written.steps))
+        return extended(prediction, step_confidences=written.confidences, rewritten_steps=written.rewritten,
                         interventions=len(written.rewritten))
 
     def write_steps(self, inputs: dict) -> WrittenSteps:
         """The student drafts one step at a time; the policy hands the unsure ones to the teacher,
         whose step replaces the draft in every later prompt. Ends at a step stating the final
-        answer, an empty step, or `max_steps`."""
+        answer, an empty step, a student reply that reached its answer, or `max_steps`."""
         student = self.step.lm or dspy.settings.lm
         require_logprobs(student)
         written = WrittenSteps()
         for number in range(1, self.max_steps + 1):
-            step, confidence = self.drafted_step(student, inputs, written.steps, number)
+            step, confidence, reply = self.drafted_step(student, inputs, written.steps, number)
             written.confidences.append(confidence)
             if self.policy.should_intervene(confidence, len(written.rewritten)):
                 written.rewritten.append(number)
-                step = leading_step(replied(self.rewrite, "next_step", **inputs,
-                                            steps_so_far=render_steps(written.steps),
-                                            config=step_config(number, 1, self.rewrite.lm)))
+                step, reply = self.next_step(self.rewrite, inputs, written.steps,
+                                             step_config(number, 1, self.rewrite.lm))[0], None
             if not step:
                 break
             written.steps.append(step)
+            if reply is not None and reply.get("answer") is not None:  # the student went on to its answer
+                written.answered = reply
+                break
             if is_final(step):
                 break
         return written
 
-    def drafted_step(self, student, inputs: dict, steps: list[str], number: int) -> tuple[str, float | None]:
-        """The student's next step and its mean token probability (None: the reply did not parse)."""
+    def next_step(self, predictor, inputs: dict, steps: list[str], config: dict) -> tuple[str, dspy.Prediction | None]:
+        """The step `predictor` writes after `steps`, and its reply (None: the reply did not parse):
+        in its prompt's `steps_so_far`, or continuing a reply that starts with them."""
         try:
-            reply = self.step(**inputs, steps_so_far=render_steps(steps),
-                              config=step_config(number, 1, student, logprobs=True))
+            if self.handoff == "prompt":
+                reply = predictor(**inputs, steps_so_far=render_steps(steps), config=config)
+                return leading_step(reply.next_step), reply
+            given = render_steps(steps) if steps else ""
+            with dspy.context(adapter=ContinuedReply(reply_prefix("reasoning", given), partial=True)):
+                reply = predictor(**inputs, config=config)
+            return leading_step(after(given, reply.reasoning)), reply
         except AdapterParseError as error:
-            return leading_step(raw_text(error)), None
+            return leading_step(after(render_steps(steps) if steps else "", raw_text(error))), None
+
+    def drafted_step(self, student, inputs: dict, steps: list[str], number: int):
+        """The student's next step, its mean token probability (None: the reply did not parse), its reply."""
+        step, reply = self.next_step(self.step, inputs, steps, step_config(number, 1, student, logprobs=True))
+        if reply is None:
+            return step, None, None
         logprobs = reply.get("logprobs")
         if "logprobs" in reply:  # read once, here: kept, they would ride into bootstrapped demos and saved state
             del reply["logprobs"]
@@ -201,8 +210,7 @@ class OnUncertaintyQA(TwoModelProgram):
                 f"{getattr(student, 'model', student)} returned no token log-probabilities, which on_uncertainty "
                 f"needs from the student. Serve it through an OpenAI-compatible server that returns them "
                 f"(a local/ model, vLLM, llama.cpp, Ollama's /v1 path).")
-        step = leading_step(reply.next_step)
-        return step, mean_probability(logprobs, step)
+        return step, mean_probability(logprobs, step), reply
 
 
 class TeacherCoTQA(TwoModelProgram):
@@ -218,6 +226,35 @@ class TeacherCoTQA(TwoModelProgram):
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+def checked_handoff(handoff: str) -> str:
+    if handoff not in HANDOFFS:
+        raise ValueError(f"handoff must be one of {', '.join(HANDOFFS)}, got {handoff!r}")
+    return handoff
+
+
+def cot_signature(kind: str) -> type[dspy.Signature]:
+    """`cot`'s own signature (reasoning, then the typed answer): a reply that continues given steps
+    has `cot`'s prompt word for word."""
+    return answer_signature(kind, guided=False).prepend("reasoning", reasoning_field(), type_=str)
+
+
+def finished_from(program, inputs: dict, given: str) -> dspy.Prediction:
+    """The student's solution and answer going on from the `given` steps, by the program's
+    `handoff`; its `reasoning` starts with them. A JSON reply cannot be prefilled (format
+    recovery's last step), so under the JSON adapter the steps go in the prompt."""
+    if program.handoff == "reply" and not isinstance(dspy.settings.adapter, dspy.JSONAdapter):
+        with dspy.context(adapter=ContinuedReply(reply_prefix("reasoning", given))):
+            return program.continuation(**inputs)
+    prediction = program.answer(**inputs, steps_so_far=given)
+    return extended(prediction, reasoning=joined(given, prediction.reasoning))
+
+
+def after(given: str, text: str | None) -> str:
+    """What `text` (a reply that starts with the `given` steps) adds to them."""
+    text = (text or "").strip()
+    return text[len(given):] if given and text.startswith(given) else text
+
 
 def teacher_lm(teacher, method: str):
     """The teacher as a `dspy.LM`: given one, or built from a model string or `ModelSpec`."""
@@ -284,14 +321,14 @@ def _quest_cot(corpus, kind, **_):
 
 def _first_step(corpus, kind, teacher=None, teacher_steps=None, handoff=None, **_):
     return FirstStepQA(kind, teacher=teacher, teacher_steps=1 if teacher_steps is None else teacher_steps,
-                       handoff=handoff or "prompt")
+                       handoff=handoff or "reply")
 
 
-def _on_uncertainty(corpus, kind, teacher=None, threshold=None, max_interventions=None, **_):
+def _on_uncertainty(corpus, kind, teacher=None, threshold=None, max_interventions=None, handoff=None, **_):
     default = UncertaintyPolicy()
     policy = UncertaintyPolicy(default.threshold if threshold is None else float(threshold),
                                default.max_interventions if max_interventions is None else int(max_interventions))
-    return OnUncertaintyQA(kind, teacher=teacher, policy=policy)
+    return OnUncertaintyQA(kind, teacher=teacher, policy=policy, handoff=handoff or "reply")
 
 
 def _teacher_cot(corpus, kind, teacher=None, **_):

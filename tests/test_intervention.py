@@ -39,8 +39,21 @@ def reply(**fields) -> str:
 
 
 def number_of_next_step(request) -> int:
-    steps = field(request.user, "steps_so_far") or ""
+    steps = given_steps(request)
     return sum(1 for line in steps.splitlines() if line.startswith("Step ")) + 1
+
+
+def continues(request) -> bool:
+    """Whether the request (as the responder sees it, or as recorded) ends with a prefilled reply."""
+    return request.body["messages"][-1]["role"] == "assistant"
+
+
+def given_steps(request) -> str:
+    """The steps a request hands over: its `steps_so_far` input, or the start of the reply."""
+    last = request.body["messages"][-1]["content"]
+    if continues(request):
+        return last.removeprefix("[[ ## reasoning ## ]]\n").strip()
+    return field(last, "steps_so_far") or ""
 
 
 class Script:
@@ -55,6 +68,15 @@ class Script:
     def __call__(self, request) -> str:
         if "`steps`" in request.system:
             return reply(steps="\n".join(TEACHER_SOLUTION))
+        if continues(request):  # handoff="reply": the continuation alone, as vLLM returns it
+            if not any(stop.startswith("Step ") for stop in request.body.get("stop") or []):
+                return "Step 9: student finishes.\n\n[[ ## answer ## ]]\n31\n\n[[ ## completed ## ]]"
+            n = number_of_next_step(request)
+            if request.model == "teacher":
+                return f"Step {n}: teacher fix {n}\nStep {n + 1}: more"
+            if n >= self.final_step:
+                return f"Step {n}: The final answer is 31.\n\n[[ ## answer ## ]]\n31\n\n[[ ## completed ## ]]"
+            return f"Step {n}: student step {n}\nStep {n + 1}: runaway"
         if "`next_step`" in request.system:
             n = number_of_next_step(request)
             if request.model == "teacher":
@@ -159,7 +181,8 @@ def test_loopback_returns_openai_logprobs_and_the_http_path_reads_them(server):
 
 @pytest.mark.parametrize("k", [1, 2])
 def test_first_step_student_prompt_carries_exactly_k_teacher_steps(server, k):
-    program = make_program("first_step", kind="numeric", teacher=lm(server, "teacher"), teacher_steps=k)
+    program = make_program("first_step", kind="numeric", teacher=lm(server, "teacher"), teacher_steps=k,
+                           handoff="prompt")
     with dspy.context(lm=lm(server, "student")):
         prediction = program(question=QUESTION)
 
@@ -175,7 +198,7 @@ def test_first_step_student_prompt_carries_exactly_k_teacher_steps(server, k):
 def test_first_step_cuts_a_teacher_that_ignores_stop():
     teacher, engine = scripted_lm(lambda system, user: reply(steps="\n".join(TEACHER_SOLUTION)))
     student, seen = scripted_lm(lambda system, user: reply(reasoning="rest", answer="31"))
-    program = FirstStepQA("numeric", teacher=teacher, teacher_steps=1)
+    program = FirstStepQA("numeric", teacher=teacher, teacher_steps=1, handoff="prompt")
     with dspy.context(lm=student):
         assert program(question=QUESTION).teacher_steps == TEACHER_SOLUTION[0]
     assert engine.calls == 1 and field(seen.prompts[0], "steps_so_far") == TEACHER_SOLUTION[0]
@@ -234,29 +257,35 @@ def test_reply_handoff_under_the_json_adapter_passes_the_steps_in_the_prompt(ser
 
 # --- on_uncertainty ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("handoff", ["prompt", "reply"])
 @pytest.mark.parametrize("threshold,cap,rewritten", [(0.9, 3, [2, 4]), (0.9, 1, [2]), (0.25, 3, [4]), (0.1, 3, [])])
-def test_on_uncertainty_rewrites_exactly_the_unsure_steps_within_the_cap(server, threshold, cap, rewritten):
+def test_on_uncertainty_rewrites_exactly_the_unsure_steps_within_the_cap(server, threshold, cap, rewritten, handoff):
     server.script.confidence = {1: 0.99, 2: 0.3, 3: 0.95, 4: 0.2, 5: 0.97}
     program = make_program("on_uncertainty", kind="numeric", teacher=lm(server, "teacher"), threshold=threshold,
-                           max_interventions=cap)
+                           max_interventions=cap, handoff=handoff)
     with dspy.context(lm=lm(server, "student")):
         prediction = program(question=QUESTION)
 
     assert prediction.rewritten_steps == rewritten and prediction.interventions == len(rewritten)
     assert prediction.step_confidences == pytest.approx([0.99, 0.3, 0.95, 0.2, 0.97])  # header tokens left out
     assert len(chats(server, "teacher")) == len(rewritten)
-    drafts = [r for r in chats(server, "student") if "`next_step`" in r.body["messages"][0]["content"]]
-    assert len(drafts) == 5 and all(r.body["logprobs"] is True for r in drafts)
-    assert [r.body["stop"][0] for r in drafts] == [f"Step {n}:" for n in range(2, 7)]
-    final = field(chats(server, "student")[-1].body["messages"][-1]["content"], "steps_so_far").splitlines()
+    drafts = [r for r in chats(server, "student") if r.body.get("logprobs")]
+    assert len(drafts) == 5 and [r.body["stop"][0] for r in drafts] == [f"Step {n}:" for n in range(2, 7)]
     drafted = [f"Step {n}: student step {n}" for n in range(1, 5)] + ["Step 5: The final answer is 31."]
-    assert final == [f"Step {n}: teacher fix {n}" if n in rewritten else drafted[n - 1] for n in range(1, 6)]
+    written = [f"Step {n}: teacher fix {n}" if n in rewritten else drafted[n - 1] for n in range(1, 6)]
+    if handoff == "prompt":  # a last call answers from the steps in its prompt
+        assert given_steps(chats(server, "student")[-1]).splitlines() == written
+        assert all("`next_step`" in r.body["messages"][0]["content"] for r in drafts)
+    else:  # every call continues one reply; the last draft went on to the answer: no further call
+        assert len(chats(server, "student")) == 5
+        assert [given_steps(r).splitlines() for r in drafts] == [written[:n] for n in range(5)]
+        assert prediction.reasoning == "\n".join(written)
     assert prediction.answer == 31.0
 
 
 def test_a_teacher_step_stands_in_the_prompt_of_every_later_student_step(server):
     server.script.confidence = {1: 0.2}
-    program = make_program("on_uncertainty@0.9", kind="numeric", teacher=lm(server, "teacher"))
+    program = make_program("on_uncertainty@0.9", kind="numeric", teacher=lm(server, "teacher"), handoff="prompt")
     with dspy.context(lm=lm(server, "student")):
         program(question=QUESTION)
     later = [field(r.body["messages"][-1]["content"], "steps_so_far") for r in chats(server, "student")[1:]]

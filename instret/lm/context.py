@@ -178,11 +178,15 @@ class _PromptRecorder:
         from dspy.clients.lm15_boundary import history_messages
         from dspy.lm15 import Message, Response, TextPart, Usage
 
+        messages = history_messages(request)
         with self._lock:
-            self.prompts.append(history_messages(request))
+            self.prompts.append(messages)
         signature = getattr(self.signature, "value", None)
         fields = signature.output_fields.items() if signature is not None else []
-        text = "\n\n".join(f"[[ ## {name} ## ]]\n{_placeholder(info.annotation)}" for name, info in fields)
+        # A prefilled reply (handoff="reply") is continued, as a server would: its fields are not repeated.
+        begun = _text(messages[-1].get("content")) if messages and messages[-1].get("role") == "assistant" else ""
+        text = begun + "\n\n".join(f"[[ ## {name} ## ]]\n{_placeholder(info.annotation)}" for name, info in fields
+                                   if f"[[ ## {name} ## ]]" not in begun)
         return Response(id=None, model=request.model, message=Message.assistant([TextPart(text + "\n\n[[ ## completed ## ]]")]),
                         finish_reason="stop", usage=Usage(input_tokens=0, output_tokens=0, total_tokens=0))
 

@@ -18,30 +18,40 @@ it had continued: `PrefillIgnored` says to pass the steps in the prompt instead.
 from __future__ import annotations
 
 from dspy.adapters import ChatAdapter
+from dspy.utils.exceptions import AdapterParseError
 
 
 class PrefillIgnored(RuntimeError):
     """The server started a new reply instead of continuing the prefilled one."""
 
 
-def reply_prefix(field: str, text: str) -> str:
-    """The start of a ChatAdapter reply whose output `field` begins with `text`, on a new line."""
-    return f"[[ ## {field} ## ]]\n{text.strip()}\n"
+def reply_prefix(field: str, text: str = "") -> str:
+    """The start of a ChatAdapter reply whose output `field` begins with `text` (may be empty)."""
+    return f"[[ ## {field} ## ]]\n" + (f"{text.strip()}\n" if text.strip() else "")
 
 
 class ContinuedReply(ChatAdapter):
     """ChatAdapter whose reply starts with `prefix` (see the module docstring). It never falls back
-    to the JSON adapter on its own: a JSON reply cannot be prefilled this way."""
+    to the JSON adapter on its own: a JSON reply cannot be prefilled this way.
 
-    def __init__(self, prefix: str, **kwargs):
+    `partial=True` accepts a reply that stops before its last output fields (a model stopped after
+    one more step): the fields it did not reach are None."""
+
+    def __init__(self, prefix: str, partial: bool = False, **kwargs):
         super().__init__(use_json_adapter_fallback=False, **kwargs)
-        self.prefix = prefix
+        self.prefix, self.partial = prefix, partial
 
     def format(self, signature, demos, inputs):
         return [*super().format(signature, demos, inputs), {"role": "assistant", "content": self.prefix}]
 
     def parse(self, signature, completion: str):
-        return super().parse(signature, self.whole_reply(completion))
+        try:
+            return super().parse(signature, self.whole_reply(completion))
+        except AdapterParseError as error:
+            reached = error.parsed_result
+            if not (self.partial and isinstance(reached, dict) and reached):
+                raise
+            return {name: reached.get(name) for name in signature.output_fields}
 
     def whole_reply(self, completion: str) -> str:
         """prefix + continuation, whether the server returned the continuation alone or with the prefix."""
