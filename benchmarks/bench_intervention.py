@@ -154,8 +154,9 @@ def main(argv=None) -> int:
     parser.add_argument("--thresholds", default="0.5,0.7,0.9", type=lambda s: [float(v) for v in s.split(",")])
     parser.add_argument("--max-interventions", type=int, default=3)
     parser.add_argument("--methods", help="comma-separated method names to run (default: all)")
-    parser.add_argument("--handoff", choices=("prompt", "reply"), default="prompt",
-                        help="first_step: the teacher's steps in the student's prompt, or the start of its reply")
+    parser.add_argument("--handoff", choices=("reply", "prompt"), default="reply",
+                        help="first_step, on_uncertainty: steps a model did not write start its reply, or go in "
+                             "its prompt")
     parser.add_argument("--threads", type=int, default=4, help="parallel questions (the local servers batch them)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-intervention")
     parser.add_argument("--results", type=Path, help="also write the tables as markdown here, with date and machine")

@@ -18,15 +18,19 @@ The student is the LM of `dspy.context`; the teacher is pinned on its own predic
 `set_lm` at construction. Saved state never holds an LM (no endpoint, no key), and loading
 state keeps the teacher the program was built with.
 
-**How the student continues from steps it did not write** (`handoff`, for `first_step`):
-- `"prompt"` (default): the steps go into its prompt as the `steps_so_far` input of a typed
-  signature ("continue from these steps"). Works with every server.
-- `"reply"`: the steps begin the student's own reply: `cot`'s exact prompt, and an assistant
-  message that the server continues (`instret.lm.reply_prefix.ContinuedReply`), as in the
-  First-Step paper. It needs a server that continues a prefilled reply (llama.cpp's, so every
-  `local/` model); one that starts a new reply instead raises `PrefillIgnored`. Where a reply
-  cannot be prefilled (format recovery's JSON adapter), the steps go in the prompt.
-Either way the student reads the steps as prompt tokens, and they are counted as such.
+**How a model continues from steps it did not write** (`handoff`, for `first_step` and
+`on_uncertainty`):
+- `"reply"` (default): the steps begin the model's own reply. It gets `cot`'s exact prompt and an
+  assistant message holding the steps, which the server continues
+  (`instret.lm.reply_prefix.ContinuedReply`), as in the First-Step and SMART papers. On 20 GSM8K
+  questions this lifted first_step from 1 and 3 right (k = 1, 2) to 3 and 7
+  (`benchmarks/results/intervention.md`). It needs a server that continues a prefilled reply
+  (llama.cpp's, so every `local/` model, and Ollama's); one that starts a new reply instead raises
+  `PrefillIgnored`. Where a reply cannot be prefilled (format recovery's JSON adapter), the final
+  answer gets the steps in its prompt.
+- `"prompt"`: the steps go into the prompt as the `steps_so_far` input of a typed signature
+  ("continue from these steps"). Works with every server.
+Either way the model reads the steps as prompt tokens, and they are counted as such.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from dspy.utils.exceptions import AdapterParseError
 from instret.lm.reply_prefix import ContinuedReply, reply_prefix
 from instret.lm.steps import (InterventionPolicy, LogprobsUnavailable, UncertaintyPolicy, is_final,
                               mean_probability, render_steps, require_logprobs, split_steps, step_config,
-                              token_logprobs)
+                              step_marker, token_logprobs)
 from instret.programs.answering import AnsweringProgram, answer_inputs
 from instret.signatures.answering import answer_signature, reasoning_field
 from instret.signatures.intervention import (ContinueSolution, NextStep, QuestionFirstSolution, WriteFirstSteps,
@@ -171,35 +175,39 @@ class OnUncertaintyQA(TwoModelProgram):
             written.confidences.append(confidence)
             if self.policy.should_intervene(confidence, len(written.rewritten)):
                 written.rewritten.append(number)
-                step, reply = self.next_step(self.rewrite, inputs, written.steps,
-                                             step_config(number, 1, self.rewrite.lm))[0], None
-            if not step:
-                break
-            written.steps.append(step)
+                step, _ = self.next_step(self.rewrite, inputs, written.steps, step_config(number, 1, self.rewrite.lm))
+                reply = None  # the student's answer, if its draft had one, went with the draft
+            if step:
+                written.steps.append(step)
             if reply is not None and reply.get("answer") is not None:  # the student went on to its answer
                 written.answered = reply
                 break
-            if is_final(step):
+            if not step or is_final(step):
                 break
         return written
 
     def next_step(self, predictor, inputs: dict, steps: list[str], config: dict) -> tuple[str, dspy.Prediction | None]:
         """The step `predictor` writes after `steps`, and its reply (None: the reply did not parse):
-        in its prompt's `steps_so_far`, or continuing a reply that starts with them."""
+        in its prompt's `steps_so_far`, or continuing a reply that starts with them and with the
+        next step's marker (`cot`'s prompt does not ask for numbered steps: without the marker a
+        small model writes its whole solution as one step, and the stop never comes)."""
+        given = render_steps(steps) if steps else ""
         try:
             if self.handoff == "prompt":
                 reply = predictor(**inputs, steps_so_far=render_steps(steps), config=config)
                 return leading_step(reply.next_step), reply
-            given = render_steps(steps) if steps else ""
-            with dspy.context(adapter=ContinuedReply(reply_prefix("reasoning", given), partial=True)):
+            begun = reply_prefix("reasoning", given) + step_marker(len(steps) + 1)
+            with dspy.context(adapter=ContinuedReply(begun, partial=True)):
                 reply = predictor(**inputs, config=config)
             return leading_step(after(given, reply.reasoning)), reply
         except AdapterParseError as error:
-            return leading_step(after(render_steps(steps) if steps else "", raw_text(error))), None
+            return leading_step(after(given, raw_text(error))), None
 
     def drafted_step(self, student, inputs: dict, steps: list[str], number: int):
-        """The student's next step, its mean token probability (None: the reply did not parse), its reply."""
+        """The student's next step, its mean token probability (None: the reply did not parse), its reply.
+        A marker the reply began with is not the student's: its tokens are not scored."""
         step, reply = self.next_step(self.step, inputs, steps, step_config(number, 1, student, logprobs=True))
+        scored = step.removeprefix(step_marker(number)) if self.handoff == "reply" else step
         if reply is None:
             return step, None, None
         logprobs = reply.get("logprobs")
@@ -210,7 +218,7 @@ class OnUncertaintyQA(TwoModelProgram):
                 f"{getattr(student, 'model', student)} returned no token log-probabilities, which on_uncertainty "
                 f"needs from the student. Serve it through an OpenAI-compatible server that returns them "
                 f"(a local/ model, vLLM, llama.cpp, Ollama's /v1 path).")
-        return step, mean_probability(logprobs, step), reply
+        return step, mean_probability(logprobs, scored), reply
 
 
 class TeacherCoTQA(TwoModelProgram):

@@ -39,8 +39,16 @@ def reply(**fields) -> str:
 
 
 def number_of_next_step(request) -> int:
-    steps = given_steps(request)
-    return sum(1 for line in steps.splitlines() if line.startswith("Step ")) + 1
+    opened = open_marker(request)
+    if opened:
+        return opened
+    return sum(1 for line in given_steps(request).splitlines() if line.startswith("Step ")) + 1
+
+
+def open_marker(request) -> int | None:
+    """n, where the prefilled reply ends with the marker `Step n:` of the step to write."""
+    found = re.search(r"\nStep (\d+):$", request.body["messages"][-1]["content"]) if continues(request) else None
+    return int(found.group(1)) if found else None
 
 
 def continues(request) -> bool:
@@ -51,8 +59,8 @@ def continues(request) -> bool:
 def given_steps(request) -> str:
     """The steps a request hands over: its `steps_so_far` input, or the start of the reply."""
     last = request.body["messages"][-1]["content"]
-    if continues(request):
-        return last.removeprefix("[[ ## reasoning ## ]]\n").strip()
+    if continues(request):  # without the open marker of the step to write
+        return re.sub(r"Step \d+:$", "", last.removeprefix("[[ ## reasoning ## ]]\n")).strip()
     return field(last, "steps_so_far") or ""
 
 
@@ -71,12 +79,12 @@ class Script:
         if continues(request):  # handoff="reply": the continuation alone, as vLLM returns it
             if not any(stop.startswith("Step ") for stop in request.body.get("stop") or []):
                 return "Step 9: student finishes.\n\n[[ ## answer ## ]]\n31\n\n[[ ## completed ## ]]"
-            n = number_of_next_step(request)
+            n = open_marker(request)  # the reply ends with `Step n:`; the model writes the rest of the step
             if request.model == "teacher":
-                return f"Step {n}: teacher fix {n}\nStep {n + 1}: more"
+                return f" teacher fix {n}\nStep {n + 1}: more"
             if n >= self.final_step:
-                return f"Step {n}: The final answer is 31.\n\n[[ ## answer ## ]]\n31\n\n[[ ## completed ## ]]"
-            return f"Step {n}: student step {n}\nStep {n + 1}: runaway"
+                return " The final answer is 31.\n\n[[ ## answer ## ]]\n31\n\n[[ ## completed ## ]]"
+            return f" student step {n}\nStep {n + 1}: runaway"
         if "`next_step`" in request.system:
             n = number_of_next_step(request)
             if request.model == "teacher":
@@ -279,6 +287,7 @@ def test_on_uncertainty_rewrites_exactly_the_unsure_steps_within_the_cap(server,
     else:  # every call continues one reply; the last draft went on to the answer: no further call
         assert len(chats(server, "student")) == 5
         assert [given_steps(r).splitlines() for r in drafts] == [written[:n] for n in range(5)]
+        assert [open_marker(r) for r in chats(server, "student")] == [1, 2, 3, 4, 5]  # each begins its step
         assert prediction.reasoning == "\n".join(written)
     assert prediction.answer == 31.0
 

@@ -46,10 +46,10 @@ def register(commands) -> None:
     evaluate.add_argument("--teacher-steps", metavar="K[,K...]",
                           help="first_step: steps the teacher writes; several values give one method each "
                                "(first_step@1, first_step@2 ...; default 1)")
-    evaluate.add_argument("--handoff", choices=("prompt", "reply"),
-                          help="first_step: the student reads the teacher's steps in its prompt (default), or "
-                               "continues them in its own reply (a server that continues a prefilled reply: "
-                               "llama.cpp, every local/ model)")
+    evaluate.add_argument("--handoff", choices=("reply", "prompt"),
+                          help="first_step, on_uncertainty: steps a model did not write start its own reply "
+                               "(default; needs a server that continues a prefilled reply: llama.cpp, every "
+                               "local/ model), or go in its prompt (any server)")
     evaluate.add_argument("--threshold", metavar="T[,T...]",
                           help="on_uncertainty: the teacher rewrites a student step whose mean token probability "
                                "is under T; several values give one method each (on_uncertainty@0.7 ...; default 0.9)")

@@ -46,9 +46,13 @@ def split_steps(text: str | None) -> list[str]:
     return steps
 
 
+def step_marker(number: int) -> str:
+    return f"Step {number}:"
+
+
 def numbered(step: str, number: int) -> str:
     """`step` as `Step <number>: ...`, whatever marker (or none) it had."""
-    return f"Step {number}: {_MARKER.sub('', step, count=1).strip()}"
+    return f"{step_marker(number)} {_MARKER.sub('', step, count=1).strip()}"
 
 
 def render_steps(steps: Sequence[str]) -> str:
@@ -58,7 +62,7 @@ def render_steps(steps: Sequence[str]) -> str:
 
 def stop_before(number: int) -> list[str]:
     """Stop sequences that end a reply before it starts step `number` (OpenAI allows four)."""
-    return [f"Step {number}:", f"\n{number}. ", "[[ ## completed ## ]]"]
+    return [step_marker(number), f"\n{number}. ", "[[ ## completed ## ]]"]
 
 
 def step_cap(steps: int, lm=None) -> int:
