@@ -210,6 +210,8 @@ class OnUncertaintyQA(TwoModelProgram):
         scored = step.removeprefix(step_marker(number)) if self.handoff == "reply" else step
         if reply is None:
             return step, None, None
+        if self.handoff == "reply" and not scored.strip():  # stopped at once: no token of its own to score
+            return step, None, reply
         logprobs = reply.get("logprobs")
         if "logprobs" in reply:  # read once, here: kept, they would ride into bootstrapped demos and saved state
             del reply["logprobs"]

@@ -72,6 +72,7 @@ class Script:
 
     def __init__(self, confidence: dict[int, float] | None = None, final_step: int = 5):
         self.confidence, self.final_step = confidence or {}, final_step
+        self.silent: set[int] = set()  # steps whose draft the student stops at once (reply handoff)
 
     def __call__(self, request) -> str:
         if "`steps`" in request.system:
@@ -82,6 +83,8 @@ class Script:
             n = open_marker(request)  # the reply ends with `Step n:`; the model writes the rest of the step
             if request.model == "teacher":
                 return f" teacher fix {n}\nStep {n + 1}: more"
+            if n in self.silent:
+                return f"\nStep {n + 1}: runaway"
             if n >= self.final_step:
                 return " The final answer is 31.\n\n[[ ## answer ## ]]\n31\n\n[[ ## completed ## ]]"
             return f" student step {n}\nStep {n + 1}: runaway"
@@ -290,6 +293,15 @@ def test_on_uncertainty_rewrites_exactly_the_unsure_steps_within_the_cap(server,
         assert [open_marker(r) for r in chats(server, "student")] == [1, 2, 3, 4, 5]  # each begins its step
         assert prediction.reasoning == "\n".join(written)
     assert prediction.answer == 31.0
+
+
+def test_a_draft_stopped_before_any_token_of_its_own_is_unsure_not_an_error(server):
+    server.script.silent = {2}  # the student writes nothing after the `Step 2:` it was given
+    program = make_program("on_uncertainty@0.5", kind="numeric", teacher=lm(server, "teacher"), handoff="reply")
+    with dspy.context(lm=lm(server, "student")):
+        prediction = program(question=QUESTION)
+    assert prediction.step_confidences[1] is None and prediction.rewritten_steps == [2]
+    assert prediction.reasoning.splitlines()[1] == "Step 2: teacher fix 2" and prediction.answer == 31.0
 
 
 def test_a_teacher_step_stands_in_the_prompt_of_every_later_student_step(server):
