@@ -185,6 +185,7 @@ class _PromptRecorder:
         fields = signature.output_fields.items() if signature is not None else []
         # A prefilled reply (handoff="reply") is continued, as a server would: its fields are not repeated.
         begun = _text(messages[-1].get("content")) if messages and messages[-1].get("role") == "assistant" else ""
+        begun += "\n" if begun and not begun.endswith("\n") else ""
         text = begun + "\n\n".join(f"[[ ## {name} ## ]]\n{_placeholder(info.annotation)}" for name, info in fields
                                    if f"[[ ## {name} ## ]]" not in begun)
         return Response(id=None, model=request.model, message=Message.assistant([TextPart(text + "\n\n[[ ## completed ## ]]")]),

@@ -11,8 +11,9 @@ as for any ChatAdapter call, and the prefix is counted as prompt tokens, which i
 
 Which servers continue a final assistant message: llama.cpp's server (instret's `local/` engine,
 measured: it returns prefix + continuation) and Ollama's `/api/chat` (the continuation alone,
-ollama/ollama#6778); vLLM and SGLang only with their `continue_final_message` option. A server that instead starts a new reply is caught, not parsed as if
-it had continued: `PrefillIgnored` says to pass the steps in the prompt instead.
+ollama/ollama#6778); vLLM and SGLang only with their `continue_final_message` option. A server
+that instead starts a new reply is caught, not parsed as if it had continued: `PrefillIgnored`
+says to pass the steps in the prompt instead.
 """
 
 from __future__ import annotations
