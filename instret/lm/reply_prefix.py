@@ -57,7 +57,7 @@ class ContinuedReply(ChatAdapter):
     def whole_reply(self, completion: str) -> str:
         """prefix + continuation, whether the server returned the continuation alone or with the prefix."""
         completion = completion or ""
-        if completion.startswith(self.prefix) or completion.startswith(self.prefix.rstrip()):
+        if completion.startswith(self.prefix.rstrip()):  # the server echoed the prefix (llama.cpp)
             return completion
         header = self.prefix.split("\n", 1)[0]
         if completion.lstrip().startswith(header):
