@@ -120,9 +120,35 @@ def test_plan_only_stops_where_the_guide_turns_to_solving():
 
 def test_plan_only_keeps_the_plan_written_before_the_computing():
     assert plan_only(SOLVING, CLIPS) == PLAN.strip()
-    assert plan_only("In all she sold 72 clips.\n" + PLAN, CLIPS) == ""  # a new number on the first line
+    assert plan_only("In all she sold 72 clips.\n" + PLAN, CLIPS) == PLAN.strip()  # a worked note before the plan
+    assert plan_only(PLAN + "\nSo she sold 72 clips.\n3. Check the total.", CLIPS) == PLAN.strip()  # after it: stop
     assert plan_only(PLAN, CLIPS) == PLAN.strip() and check_guidance(plan_only(SOLVING, CLIPS), CLIPS, "72").ok
     assert not check_guidance(SOLVING, CLIPS, "72").ok
+
+
+# Written by the 1.5B teacher in a real SG data run (2026-12-02): each step carried out as it is named.
+PIZZA = ("Albert buys 2 large pizzas and 2 small pizzas. A large pizza has 16 slices and a small pizza has 8 slices. "
+         "If he eats it all, how many pieces does he eat that day?")
+PIZZA_WRITTEN = ("The steps to solve this are:\n"
+                 "1. Calculate the total slices from the large pizzas: 2 large pizzas x 16 slices per large pizza = 32 slices\n"
+                 "2. Calculate the total slices from the small pizzas: 2 small pizzas x 8 slices = 16 slices\n"
+                 "3. Add the slices from both kinds together: 32 slices + 16 slices = 48 slices\n"
+                 "So, Albert eats 48 pieces of pizza in one day.")
+
+
+def test_plan_only_cuts_each_step_before_its_computation():
+    plan = plan_only(PIZZA_WRITTEN, PIZZA)
+    assert plan.splitlines()[1:] == ["1. Calculate the total slices from the large pizzas.",
+                                     "2. Calculate the total slices from the small pizzas.",
+                                     "3. Add the slices from both kinds together."]
+    assert check_guidance(plan, PIZZA, "48").ok and not check_guidance(PIZZA_WRITTEN, PIZZA, "48").ok
+    # a clause that only names given quantities stays; the clause that computes goes
+    halving = ("1. Find the May clips: she sold half as many as in April, so divide the April clips by 2. "
+               "That is 48 / 2 = 24.")
+    assert plan_only(halving, CLIPS) == "1. Find the May clips: she sold half as many as in April, so divide the April clips by 2."
+    given = "Given:\n- April clips = 48\n- May clips = 48 / 2 = 24\n" + PLAN
+    assert plan_only(given, CLIPS) == "Given:\n- April clips = 48\n" + PLAN.strip()
+    assert plan_only("1. Add: 48 + 24 = 72.", CLIPS) == ""  # nothing of the step is left but its verb
 
 
 def test_the_solver_gets_the_plan_and_the_prediction_keeps_what_was_written():

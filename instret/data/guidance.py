@@ -44,6 +44,7 @@ _ENUMERATION = re.compile(r"(?:(?:^|\n|[.:;!?)]\s)\s*[-*]?\s*\(?(\d{1,2})[.):](?
 _STEP_LINE = re.compile(r"^\s*[-*]?\s*(?:\*\*)?\s*(?:\(?(\d{1,2})[.):](?!\d)|step\s+(\d{1,2})\b)", re.I)
 _SOLVING = re.compile(r"^\s*(?:\*\*)?\s*(?:(?:first|now|next|then|so),?\s+)?(?:let'?s|let us)\b"
                       r"|^\s*here(?: is|'s) (?:the|a|how)", re.I)
+_CLAUSE_END = re.compile(r"[:;,.!?](?=\s|$)")  # where a step's clause ends
 _EQUALS = re.compile(r"=\s*[$£€]?\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)")
 _OPERATOR = re.compile(r"\d|[+*/×÷^]|\s[-x]\s")
 _WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -100,28 +101,51 @@ def check_guidance(guidance: str | None, question: str, gold=None, *, kind: str 
 
 def plan_only(guidance: str | None, question: str, *, kind: str = NUMERIC,
               options: dict[str, str] | None = None) -> str:
-    """The guidance up to where its guide model began to solve: the first line that computes or
-    brings a number the question does not give and, once numbered steps were written, a line
-    that turns to solving ("Let's calculate ...") or numbers the steps again from the start.
+    """The guidance with its solving taken out: lines that compute before the first numbered step
+    are dropped ("Pages read today = 12 * 2 = 24" under "Given:"); a numbered step is cut before
+    its first clause that computes or brings a number the question does not give ("2. Add the
+    slices: 32 + 16 = 48" keeps "2. Add the slices."); it stops at a step with nothing left, at a
+    computing line after the steps, and at a line that turns to solving ("Let's calculate ...")
+    or numbers the steps again from the start.
 
     Small guide models (the 1.5B and 0.5B coder models) often write the plan that was asked for
-    and then carry on into the computations; the plan is kept and the solving dropped, so it is
+    and carry out each step as they name it; the plan is kept and the solving dropped, so it is
     still guidance (the validator then judges what is left). Our design, as are the rules above.
     """
     given = _numbers_in_question(question + "\n" + "\n".join((options or {}).values()))
     allowed = given | ALLOWED_NUMBERS | (_FORMULA_CONSTANTS if kind == EXPRESSION else frozenset())
+
+    def solves(text: str) -> bool:
+        plain = _without_enumeration(text)
+        return bool(_computations(plain, given)) or any(value not in allowed for _, value in _numbers(plain))
+
     kept, last_step = [], 0
     for line in (guidance or "").strip().splitlines():
-        plain = _without_enumeration(line)
-        if _computations(plain, given) or any(value not in allowed for _, value in _numbers(plain)):
-            break
         step = _STEP_LINE.match(line)
         number = int(step.group(1) or step.group(2)) if step else 0
         if last_step and (_SOLVING.match(line) or 0 < number <= last_step):
             break
+        if solves(line):
+            if not step:
+                if last_step:
+                    break
+                continue  # a worked note before the plan: not part of it
+            line = _before_solving(line, step.end(), solves)
+            if not line:
+                break
         last_step = max(last_step, number)
         kept.append(line)
     return "\n".join(kept).strip()
+
+
+def _before_solving(line: str, body_start: int, solves) -> str:
+    """A step line cut at the last clause boundary (`:` `;` `,` `.`) before it computes; "" when
+    fewer than two words of instruction would be left."""
+    ends = [match.start() for match in _CLAUSE_END.finditer(line, body_start)]
+    cut = next((end for end, after in zip([body_start] + ends, ends + [len(line)]) if solves(line[:after])), None)
+    if cut is None or len(line[body_start:cut].split()) < 2:
+        return ""
+    return line[:cut].rstrip(" :;,.-*") + "."
 
 
 def readable_solution(solution: str | None) -> str:
