@@ -158,7 +158,9 @@ def main(argv=None) -> int:
                         help="first_step, on_uncertainty: steps a model did not write start its reply, or go in "
                              "its prompt")
     parser.add_argument("--threads", type=int, default=4, help="parallel questions (the local servers batch them)")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-intervention")
+    # The answers journal lives under benchmarks/results and is committed: a 100 + 100 run takes
+    # longer than one working session on 2 cores, and the next session resumes it.
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "intervention")
     parser.add_argument("--results", type=Path, help="also write the tables as markdown here, with date and machine")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)

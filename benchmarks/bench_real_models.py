@@ -255,7 +255,9 @@ def main() -> None:
             part.add_argument("--svamp", type=int, default=100, help="first N SVAMP questions")
             part.add_argument("--methods", default=ANSWERING)
             part.add_argument("--threads", type=int, default=4)
-            part.add_argument("--work", default=str(REPO / "runs" / "real-models"))
+            # committed (answers journals, corpus guides): the next session resumes a run that
+            # did not fit this one
+            part.add_argument("--work", default=str(REPO / "benchmarks" / "results" / "real-models"))
             part.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "real-models.md"))
     args = parser.parse_args()
     from instret import _env  # noqa: F401
