@@ -1,6 +1,7 @@
 """Solution Guidance end to end on real local models: SG data, SGFT, and what the guidance is worth.
 
-    .venv/bin/python benchmarks/bench_sg.py --train-limit 300 --test-limit 100 --results benchmarks/results/sg.md
+    .venv/bin/python benchmarks/bench_sg.py --train-limit 300 --test-limit 100 --results benchmarks/results/sg.md   # full size: a GPU
+    .venv/bin/python benchmarks/bench_sg.py --train-limit 20 --samples 2 --from-solution --test-limit 20   # 2 CPU cores: ~35 min
     .venv/bin/python benchmarks/bench_sg.py --train-limit 2 --samples 2 --test-limit 2 --epochs 1   # smoke run
 
 1. **SG data**: the teacher (`--teacher`, default the 1.5B) writes guidance for the first
