@@ -3,6 +3,14 @@
     .venv/bin/python benchmarks/bench_intervention.py --limit 100 --results benchmarks/results/intervention.md
     .venv/bin/python benchmarks/bench_intervention.py --limit 2          # smoke run: does every method run?
 
+On 2 cores each model runs on one llama.cpp thread, so both fit side by side. Methods that use one
+model only run about twice as fast with that model on both cores; the answers journal lets a run
+go in phases into the same `--out` (the last, full command only reads the journal and prints):
+    ... --methods cot,quest_cot --student-threads 2
+    ... --methods teacher_cot --teacher-threads 2
+    ... --methods first_step,on_uncertainty
+    ... --results benchmarks/results/intervention.md
+
 Teacher `local/qwen2.5-coder-1.5b`, student `local/qwen2.5-coder-0.5b` (`--student`; `--students a,b`
 for more, e.g. the 270M base if it follows the format), both in-process llama.cpp servers. Data:
 the first `--limit` questions of the GSM8K test file and of SVAMP (`../shared/data/math`). Methods:
@@ -116,14 +124,16 @@ def claim(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def model(text: str, role: str):
+def model(text: str, role: str, threads: int | None = None):
     """`MODEL` or `MODEL@API_BASE` (an OpenAI-compatible or Ollama server) as a `dspy.LM`, with
-    its role's default `max_tokens` as `instret eval` gives it."""
+    its role's default `max_tokens` as `instret eval` gives it; `threads`: a local model's
+    llama.cpp threads (default: the engine's, one per two cores)."""
     from instret.lm.models import make_lm
     from instret.lm.spec import as_spec, with_role_cap
 
     name, _, api_base = text.partition("@")
-    return make_lm(with_role_cap(as_spec(name, api_base=api_base or None), role))
+    extra = {"n_threads": threads} if threads else {}
+    return make_lm(with_role_cap(as_spec(name, api_base=api_base or None, extra=extra), role))
 
 
 def machine() -> str:
@@ -158,6 +168,9 @@ def main(argv=None) -> int:
                         help="first_step, on_uncertainty: steps a model did not write start its reply, or go in "
                              "its prompt")
     parser.add_argument("--threads", type=int, default=4, help="parallel questions (the local servers batch them)")
+    parser.add_argument("--teacher-threads", type=int, help="the local teacher's llama.cpp threads (default: the "
+                        "engine's); give it every core only when no student method runs beside it")
+    parser.add_argument("--student-threads", type=int, help="the local student's llama.cpp threads, likewise")
     # The answers journal lives under benchmarks/results and is committed: a 100 + 100 run takes
     # longer than one working session on 2 cores, and the next session resumes it.
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "intervention")
@@ -165,9 +178,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    teacher = model(args.teacher, "teacher")
+    teacher = model(args.teacher, "teacher", args.teacher_threads)
     names = args.students.split(",") if args.students else [args.student]
-    students = {name.partition("@")[0]: model(name, "student") for name in names}
+    students = {name.partition("@")[0]: model(name, "student", args.student_threads) for name in names}
     print(f"teacher {args.teacher}; students {', '.join(names)}; methods "
           f"{', '.join(methods(args))}")
     sections = []

@@ -255,6 +255,8 @@ def main() -> None:
             part.add_argument("--svamp", type=int, default=100, help="first N SVAMP questions")
             part.add_argument("--methods", default=ANSWERING)
             part.add_argument("--threads", type=int, default=4)
+            part.add_argument("--config", help="instret.toml for the evals, e.g. the student's engine "
+                                               "settings ([student] extra = {n_threads = 2} on a quiet machine)")
             # committed (answers journals, corpus guides): the next session resumes a run that
             # did not fit this one
             part.add_argument("--work", default=str(REPO / "benchmarks" / "results" / "real-models"))

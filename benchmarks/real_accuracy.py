@@ -61,7 +61,8 @@ def accuracy(args) -> None:
         if not n:
             continue
         out = work / name.split()[0].lower()
-        walls[name] = _run(instret + ["eval", "--corpus", str(corpus), "--test", str(path), "--limit", str(n),
+        config = ["--config", args.config] if args.config else []
+        walls[name] = _run(instret + config + ["eval", "--corpus", str(corpus), "--test", str(path), "--limit", str(n),
                                       "--student", args.student, "--methods", args.methods,
                                       "--threads", str(args.threads), "--out", str(out), "--no-progress"],
                            work / f"eval-{out.name}.log")
@@ -70,7 +71,9 @@ def accuracy(args) -> None:
     lines = [f"# Real small models: instruction retrieval and its baselines",
              "",
              f"Measured {time.strftime('%Y-%m-%d')} by `benchmarks/bench_real_models.py accuracy "
-             f"--gsm8k {args.gsm8k} --svamp {args.svamp} --threads {args.threads}`, one run.",
+             f"--gsm8k {args.gsm8k} --svamp {args.svamp} --threads {args.threads}"
+             + (f" --config {Path(args.config).name}`" if args.config else "`")
+             + "; answers are journaled, so a run cut short resumes: the wall times below are this invocation's.",
              f"Hardware: {_hardware()}; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after.",
              f"Teacher {_model_line(args.teacher)}; student {_model_line(args.student)}; both through the embedded "
              "llama.cpp engine (xllamacpp).",
