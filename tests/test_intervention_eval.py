@@ -158,6 +158,18 @@ def test_answer_takes_a_variant_and_refuses_an_unknown_method(server, capsys):
     assert "unknown method 'first_stp@2'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("handoff, last_role", [("reply", "assistant"), ("prompt", "user")])
+def test_answer_hands_the_teachers_steps_over_as_asked(server, capsys, handoff, last_role):
+    server.responder = continuing(server.script, echo_prefix=True)
+    command = ["answer", "--method", "first_step", "--handoff", handoff, "--student", "openai/student",
+               "--student-api-base", server.url + "/v1", "--teacher", "openai/teacher", "--teacher-api-base",
+               server.url + "/v1", QUESTIONS[0].text]
+    assert main(command) == 0, capsys.readouterr().err
+    (student,) = [r.body["messages"] for r in server.requests_for("/v1/chat/completions") if r.model == "student"]
+    assert student[-1]["role"] == last_role
+    assert TEACHER_SOLUTION[0] in student[-1]["content"]
+
+
 def test_compile_gives_a_two_model_program_its_teacher(server, tmp_path, capsys):
     out = tmp_path / "first_step.json"
     command = ["compile", "--method", "first_step", "--train", str(TEST_FILE), "--limit", "2", "--student",

@@ -25,6 +25,7 @@ def register(commands) -> None:
     answer.add_argument("--program", help="compiled program JSON to load (from `instret compile`)")
     answer.add_argument("--teacher", help="teacher model for the methods that need one (first_step, teacher_cot ...)")
     answer.add_argument("--teacher-api-base")
+    _intervention_options(answer)
     answer.set_defaults(run=_answer)
 
     evaluate = commands.add_parser("eval", help="compare methods × students on a test set")
@@ -46,15 +47,10 @@ def register(commands) -> None:
     evaluate.add_argument("--teacher-steps", metavar="K[,K...]",
                           help="first_step: steps the teacher writes; several values give one method each "
                                "(first_step@1, first_step@2 ...; default 1)")
-    evaluate.add_argument("--handoff", choices=("reply", "prompt"),
-                          help="first_step, on_uncertainty: steps a model did not write start its own reply "
-                               "(default; needs a server that continues a prefilled reply: llama.cpp, every "
-                               "local/ model), or go in its prompt (any server)")
     evaluate.add_argument("--threshold", metavar="T[,T...]",
                           help="on_uncertainty: the teacher rewrites a student step whose mean token probability "
                                "is under T; several values give one method each (on_uncertainty@0.7 ...; default 0.9)")
-    evaluate.add_argument("--max-interventions", type=int, metavar="M",
-                          help="on_uncertainty: most steps the teacher rewrites per question (default 3)")
+    _intervention_options(evaluate)
     evaluate.add_argument("--threads", type=int, default=16)
     evaluate.add_argument("--out", help="results folder (default: runs/<corpus name>-<test file name>)")
     evaluate.add_argument("--no-progress", action="store_true")
@@ -89,6 +85,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="match the question against guide texts, or against each guide's member questions")
     parser.add_argument("--min-similarity", type=float, default=0.2,
                         help="cosine similarity under which no guide is given (default 0.2)")
+
+
+def _intervention_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--handoff", choices=("reply", "prompt"),
+                        help="first_step, on_uncertainty: steps a model did not write start its own reply "
+                             "(default; needs a server that continues a prefilled reply: llama.cpp, every "
+                             "local/ model), or go in its prompt (any server)")
+    parser.add_argument("--max-interventions", type=int, metavar="M",
+                        help="on_uncertainty: most steps the teacher rewrites per question (default 3)")
 
 
 def _settings(args):
