@@ -1,4 +1,4 @@
-"""`instret answer`, `instret eval`, `instret compile`. Heavy imports stay inside the command functions."""
+"""`instret answer`, `instret eval`. Heavy imports stay inside the command functions."""
 
 from __future__ import annotations
 
@@ -51,25 +51,14 @@ def register(commands) -> None:
                           help="on_uncertainty: the teacher rewrites a student step whose mean token probability "
                                "is under T; several values give one method each (on_uncertainty@0.7 ...; default 0.9)")
     _intervention_options(evaluate)
+    evaluate.add_argument("--sg-data", metavar="FOLDER",
+                          help="solution_guidance: the SG data the guide model was fine-tuned on; its teacher "
+                               "tokens count, amortised over the questions, as the corpus's guides do for "
+                               "instruction_retrieval")
     evaluate.add_argument("--threads", type=int, default=16)
     evaluate.add_argument("--out", help="results folder (default: runs/<corpus name>-<test file name>)")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(run=_eval)
-
-    compile_ = commands.add_parser("compile", help="optimize an answering program for a student with a DSPy optimizer")
-    _common(compile_)
-    compile_.add_argument("--train", required=True, action="append", help="training questions with gold answers")
-    add_data_options(compile_)
-    compile_.add_argument("--optimizer", choices=("bootstrap", "mipro", "gepa"), default="bootstrap")
-    compile_.add_argument("--method", default="instruction_retrieval", type=_method, metavar="METHOD",
-                          help=f"one of {', '.join(METHOD_NAMES)}, or a variant such as first_step@2")
-    compile_.add_argument("--teacher", help="the teacher of two-model methods (first_step, teacher_cot ...), "
-                                            "and the proposal/reflection model for MIPROv2 and GEPA")
-    compile_.add_argument("--teacher-api-base")
-    compile_.add_argument("--teacher-max-tokens", type=_positive, help="most tokens a teacher reply may take")
-    compile_.add_argument("--limit", type=int, help="use the first N training questions")
-    compile_.add_argument("-o", "--output", help="program JSON (default: <corpus>/compiled/<method>--<student>.json)")
-    compile_.set_defaults(run=_compile)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +184,7 @@ def _test_questions(args, corpus):
 def _eval(args) -> int:
     from instret.evaluation.report import format_table
     from instret.evaluation.run import evaluate
+    from instret.evaluation.setup_cost import setup_costs
     from instret.lm.models import make_lm
 
     corpus = _open_corpus(args)
@@ -203,6 +193,7 @@ def _eval(args) -> int:
     specs = [_student_spec(item, args.student_api_base, settings.student) for item in args.students.split(",")] \
         if args.students else [settings.student]
     methods = _variants([m.strip() for m in args.methods.split(",") if m.strip()], args)
+    setup = setup_costs(methods, corpus, args.sg_data)  # a bad --sg-data folder stops here, before any model starts
     if not _logprobs_ready(specs, methods):
         return 1
     teacher_spec = settings.teacher if _wants_teacher(settings, methods) else None
@@ -218,7 +209,7 @@ def _eval(args) -> int:
     out = Path(args.out or Path("runs") / f"{name}-{Path(args.test[0]).stem}")
     report = evaluate(questions, methods=programs, students={spec.model: make_lm(spec) for spec in specs},
                       kind=kind, out_dir=out, threads=args.threads, corpus=corpus, progress=not args.no_progress,
-                      teacher=teacher)
+                      teacher=teacher, setup=setup)
     print(f"{len(questions)} questions ({kind}); {report.answered_now} answers now, "
           f"{report.answered_before} from an earlier run\n")
     print(format_table(report.summary))
@@ -301,46 +292,6 @@ def _fit_context(spec, programs: dict, questions, sample: int = 20):
     return fitted
 
 
-def _compile(args) -> int:
-    import dspy
-
-    from instret.cli.inputs import load_data
-    from instret.lm.config import DEFAULT_TEACHER
-    from instret.lm.models import ModelSpec, make_lm
-    from instret.lm.spec import with_role_cap
-    from instret.training.optimize import compile_program, save_program, trainset_from
-    from instret.data.scoring import kind_of
-    from instret.programs.answering import NEEDS_TEACHER
-
-    corpus = _open_corpus(args)
-    questions = load_data(args.train, args).questions[:args.limit or None]
-    kind = args.kind or kind_of(questions[0])
-    settings = _settings(args)
-    # Only a teacher the user named (flag, environment or config) proposes or reflects; otherwise
-    # MIPROv2 proposes with the student, and GEPA asks for one.
-    named = settings.teacher != with_role_cap(ModelSpec(DEFAULT_TEACHER), "teacher")
-    teacher = make_lm(settings.teacher) if args.optimizer != "bootstrap" and named else None
-    two_model = _base(args.method) in NEEDS_TEACHER  # the program's own teacher: the same --teacher
-    program = _program(args.method, corpus, kind, args, teacher=make_lm(settings.teacher) if two_model else None)
-    if not _logprobs_ready([settings.student], [args.method]) or not _models_ready(
-            [("student", settings.student)] + ([("teacher", settings.teacher)] if teacher or two_model else [])):
-        return 1
-    runs = _RunsOf(type(program))
-    with dspy.context(callbacks=[*dspy.settings.callbacks, runs.callback()]):
-        compiled = compile_program(program, trainset_from(questions), kind=kind, optimizer=args.optimizer,
-                                   student=make_lm(settings.student), teacher=teacher)
-    if runs.failed and not runs.succeeded:
-        print(f"instret: error: nothing was compiled: all {runs.failed} runs of the program failed, the last "
-              f"with: {runs.last_error}", file=sys.stderr)
-        return 1
-    folder = Path(args.corpus) / "compiled" if args.corpus else Path("compiled")
-    default = folder / f"{args.method}--{settings.student.model.replace('/', '-').replace(':', '-')}.json"
-    path = save_program(compiled, args.output or default)
-    print(f"wrote {path}; run it with `instret eval ... --program {args.method}={path}` "
-          f"or program.load({str(path)!r}) in Python")
-    return 0
-
-
 def _method(name: str) -> str:
     """A method name, or a variant `method@value` (first_step@2, on_uncertainty@0.7)."""
     if _base(name) not in METHOD_NAMES:
@@ -363,40 +314,3 @@ def _models_ready(named) -> bool:
     for problem in problems:
         print(f"instret: {problem}", file=sys.stderr)
     return not problems
-
-
-class _RunsOf:
-    """Counts how the runs of a program (and of the copies optimizers make) ended, through a DSPy
-    callback: an optimizer logs and skips every failed example, so only this shows that all failed."""
-
-    def __init__(self, program_type: type):
-        import threading
-
-        self.program_type = program_type
-        self.succeeded = self.failed = 0
-        self.last_error: BaseException | None = None
-        self._open: set[str] = set()
-        self._lock = threading.Lock()
-
-    def callback(self):
-        from dspy.utils.callback import BaseCallback
-
-        runs = self
-
-        class Counting(BaseCallback):
-            def on_module_start(self, call_id, instance, inputs):
-                if isinstance(instance, runs.program_type):
-                    with runs._lock:
-                        runs._open.add(call_id)
-
-            def on_module_end(self, call_id, outputs, exception=None):
-                with runs._lock:
-                    if call_id not in runs._open:
-                        return
-                    runs._open.discard(call_id)
-                    if exception is None:
-                        runs.succeeded += 1
-                    else:
-                        runs.failed, runs.last_error = runs.failed + 1, exception
-
-        return Counting()

@@ -84,9 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     draw.set_defaults(run=_map)
 
     # Other command groups live in their own modules; each imports only argparse at load time.
-    from instret.cli import answer as cli_answer, models as cli_models, sg as cli_sg
+    from instret.cli import answer as cli_answer, compile as cli_compile, models as cli_models, sg as cli_sg
 
     cli_answer.register(commands)
+    cli_compile.register(commands)
     cli_sg.register(commands)
     cli_models.register(commands)
     return parser

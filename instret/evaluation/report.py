@@ -21,8 +21,12 @@ from instret.evaluation.stats import mcnemar, wilson_interval
 BASELINES = ("zero_shot", "cot")
 
 
-def summarize(records: list[dict], failures: dict[str, int] | None = None) -> list[dict]:
-    """One row per (method, student): accuracy ± 95% CI, paired tests against the baselines."""
+def summarize(records: list[dict], failures: dict[str, int] | None = None, setup: dict | None = None) -> list[dict]:
+    """One row per (method, student): accuracy ± 95% CI, paired tests against the baselines.
+
+    `setup`: method -> `SetupCost`, teacher tokens the method spent once (a corpus's guides, SG
+    data); spread over the row's n questions, they are part of its teacher tokens per question
+    and teacher share, and `teacher_setup_tokens` says how many there were."""
     by_run: dict[tuple[str, str], dict[str, dict]] = {}
     for record in records:
         by_run.setdefault((record["method"], record["student"]), {})[record["question_id"]] = record
@@ -36,6 +40,8 @@ def summarize(records: list[dict], failures: dict[str, int] | None = None) -> li
         timed = [r["latency_s"] for r in rows_ if not r.get("cached")]
         student_tokens = sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows_)
         teacher_tokens = sum(r.get("teacher_prompt_tokens", 0) + r.get("teacher_completion_tokens", 0) for r in rows_)
+        one_off = (setup or {}).get(method)
+        teacher_tokens += one_off.tokens if one_off else 0
         row = {"method": method, "student": student, "n": n, "correct": correct, "accuracy": correct / n,
                "ci_low": low, "ci_high": high,
                "parse_failures": sum(r["parse_failed"] for r in rows_),
@@ -46,6 +52,7 @@ def summarize(records: list[dict], failures: dict[str, int] | None = None) -> li
                "mean_completion_tokens": sum(r["completion_tokens"] for r in rows_) / n,
                "teacher_tokens_per_question": teacher_tokens / n,
                "teacher_share": teacher_tokens / (teacher_tokens + student_tokens) if teacher_tokens else 0.0,
+               **({"teacher_setup_tokens": one_off.tokens, "teacher_setup": one_off.what} if one_off else {}),
                "timed": len(timed), "mean_latency_s": sum(timed) / len(timed) if timed else None,
                **{f"recovered_{path}": count for path, count in sorted(recoveries.items())}}
         row["parse_failure_rate"] = row["parse_failures"] / n
@@ -86,7 +93,15 @@ def format_table(rows: list[dict]) -> str:
                      f"{latency}" + (f"{teacher:>15}" if with_teacher else ""))
     lines.extend(_recovery_lines(rows))
     lines.extend(_cache_lines(rows))
+    lines.extend(_setup_lines(rows))
     return "\n".join(lines)
+
+
+def _setup_lines(rows: list[dict]) -> list[str]:
+    return [f"{row['method']} ({row['student']}): teacher tok/q includes {row['teacher_setup']}, "
+            f"{row['teacher_setup_tokens']:,} teacher tokens spent once, amortised over its {row['n']} questions "
+            f"({row['teacher_setup_tokens'] / row['n']:,.0f} per question)"
+            for row in rows if row.get("teacher_setup_tokens")]
 
 
 def _cache_lines(rows: list[dict]) -> list[str]:

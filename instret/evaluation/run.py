@@ -95,11 +95,13 @@ def held_out_questions(questions: Sequence[Question], corpus) -> list[Question]:
 
 
 def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, kind: str, out_dir: str | Path,
-             threads: int = 16, corpus=None, progress: bool = True, teacher=None) -> EvalReport:
+             threads: int = 16, corpus=None, progress: bool = True, teacher=None, setup=None) -> EvalReport:
     """Answer every (method, student, question) not yet in `out_dir`, then summarize all of them.
 
     `teacher`: the `dspy.LM` that two-model methods were built with (`make_program(...,
-    teacher=lm)`); its calls are counted as the teacher's, apart from the student's.
+    teacher=lm)`); its calls are counted as the teacher's, apart from the student's. `setup`: method
+    -> `instret.evaluation.setup_cost.SetupCost`, teacher tokens spent before answering (default:
+    the corpus's guides, for instruction retrieval), amortised over the questions answered.
     """
     import dspy
 
@@ -156,7 +158,11 @@ def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, ki
     records = [r for r in results.read().values() if r["method"] in methods and r["student"] in students
                and r["question_id"] in {q.id for q in questions}]
     results.close()
-    report.summary = summarize(records, failures=report.failures)
+    if setup is None:
+        from instret.evaluation.setup_cost import setup_costs
+
+        setup = setup_costs(methods, corpus)
+    report.summary = summarize(records, failures=report.failures, setup=setup)
     write_outputs(report.summary, out_dir)
     return report
 
