@@ -84,7 +84,7 @@ def accuracy(args) -> None:
     for name, n, rows, results in sections:
         lines += [f"## {name}, first {n} questions ({walls[name]:.0f} s for all methods)", "",
                   "| method | accuracy [95% CI] | vs zero-shot (p) | vs CoT (p) | parse failures | recovery paths "
-                  "| prompt/completion tokens | s/answer |", "|---|---|---|---|---|---|---|---|"]
+                  "| prompt/completion tokens | teacher tokens/q | s/answer |", "|---|---|---|---|---|---|---|---|---|"]
         paths = _recovery_paths(results, questions=n)
         for row in rows:
             versus = [f"{row[f'vs_{b}_diff']:+.1%} ({row[f'vs_{b}_p']:.3f})" if f"vs_{b}_diff" in row else "—"
@@ -93,7 +93,11 @@ def accuracy(args) -> None:
             lines.append(f"| {row['method']} | {row['correct']}/{row['n']} = {row['accuracy']:.1%} "
                          f"[{row['ci_low']:.1%}, {row['ci_high']:.1%}] | {versus[0]} | {versus[1]} | "
                          f"{row['parse_failures']} | {paths.get(row['method'], '')} | "
-                         f"{row['mean_prompt_tokens']:.0f}/{row['mean_completion_tokens']:.0f} | {latency} |")
+                         f"{row['mean_prompt_tokens']:.0f}/{row['mean_completion_tokens']:.0f} | "
+                         f"{row.get('teacher_tokens_per_question', 0):.0f} | {latency} |")
+        lines += [f"\nTeacher tokens/q of {row['method']}: the corpus's guides, {row['teacher_setup_tokens']:,} "
+                  f"teacher tokens written once, amortised over these {row['n']} questions."
+                  for row in rows if row.get("teacher_setup_tokens")]
         lines.append("")
     Path(args.results).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
