@@ -133,8 +133,12 @@ def evaluate_arms(args, questions, guide_string: str | None) -> dict[str, list[d
     return results
 
 
-def table(results: dict[str, list[dict]]) -> str:
+def table(results: dict[str, list[dict]], setup=None) -> str:
+    """`setup`: arm -> the one-off teacher cost it carries (the SG data for arm (d)), spread
+    evenly over the questions that arm answered, as `instret eval --sg-data` does."""
     from instret.evaluation.stats import mcnemar, wilson_interval
+
+    setup = setup or {}
 
     def paired(arm, base):
         if base not in results or arm == base:
@@ -145,15 +149,17 @@ def table(results: dict[str, list[dict]]) -> str:
         test = mcnemar(a, b)
         return f"{test.difference:+.1%} (p={test.p_value:.3f})"
 
-    lines = ["| arm | accuracy [95% CI] | vs (a) | vs (c) | guide tokens/q (prompt + completion) | solver tokens/q |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| arm | accuracy [95% CI] | vs (a) | vs (c) | guide tokens/q (prompt + completion) | solver tokens/q "
+             "| SG data teacher tokens/q (amortised) |",
+             "|---|---|---|---|---|---|---|"]
     for arm, rows in results.items():
         n, right = len(rows), sum(r["correct"] for r in rows)
         low, high = wilson_interval(right, n)
         guide = sum(r.get("teacher_prompt_tokens", 0) + r.get("teacher_completion_tokens", 0) for r in rows) / max(1, n)
         solver = sum(r.get("prompt_tokens", 0) + r.get("completion_tokens", 0) for r in rows) / max(1, n)
+        amortised = setup[arm].tokens / n if arm in setup and n else 0
         lines.append(f"| ({arm}) {ARMS[arm]} | {right}/{n} = {right / max(1, n):.1%} [{low:.1%}, {high:.1%}] | "
-                     f"{paired(arm, 'a')} | {paired(arm, 'c')} | {guide:.0f} | {solver:.0f} |")
+                     f"{paired(arm, 'a')} | {paired(arm, 'c')} | {guide:.0f} | {solver:.0f} | {amortised:.0f} |")
     return "\n".join(lines)
 
 
@@ -200,7 +206,11 @@ def main() -> None:
         print("no guidance was accepted: nothing to fine-tune; arm (d) is skipped")
     questions = load_questions(str(args.test)).questions[:args.test_limit]
     results = evaluate_arms(args, questions, guide_string)
-    lines += ["", f"First {len(questions)} GSM8K test questions, all answered by {args.solver}:", "", table(results),
+    from instret.evaluation.setup_cost import sg_data_cost
+
+    setup = {"d": sg_data_cost(args.out / "sg-data")} if "d" in results else {}
+    lines += ["", f"First {len(questions)} GSM8K test questions, all answered by {args.solver}:", "",
+              table(results, setup),
               "", f"Total wall time {time.perf_counter() - started:.0f} s."]
     print("\n".join(lines[-5:]))
     if args.results:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from loopback import LoopbackServer
 from sg_helpers import GOOD_GUIDANCE, answer_reply, field_of, guidance_reply
 
@@ -87,3 +88,31 @@ def test_eval_solution_guidance_counts_guide_tokens_apart(tmp_path, monkeypatch,
     sg = [r for r in results if r["method"] == "solution_guidance"]
     assert all(r["teacher_completion_tokens"] > 0 and r["completion_tokens"] > 0 for r in sg)
     assert all(r["outputs"]["guidance"] == GOOD_GUIDANCE for r in sg)
+
+
+def test_eval_amortises_the_sg_data_it_is_given(tmp_path, monkeypatch, capsys):
+    """`instret sg data` then `instret eval --sg-data`: the teacher tokens the SG data cost are spread
+    over solution_guidance's questions and added to its per-question guide tokens; cot carries none."""
+    test = Path(__file__).parent / "fixtures" / "data" / "gsm8k_test.jsonl"
+    with guide_and_solver(TRAIN, tmp_path, monkeypatch) as server:
+        base = server.url + "/v1"
+        assert main(["sg", "data", "--train", str(TRAIN), "--teacher", "openai/guide", "--teacher-api-base", base,
+                     "--solver", "openai/solver", "--solver-api-base", base, "--out", "sg", "--no-progress"]) == 0
+    spent = json.loads((tmp_path / "sg" / "report.json").read_text())["teacher_tokens"]
+    spent = spent["prompt_tokens"] + spent["completion_tokens"]
+    assert spent > 0
+    with guide_and_solver(test, tmp_path, monkeypatch) as server:
+        base = server.url + "/v1"
+        code = main(["eval", "--test", str(test), "--limit", "3", "--student", "openai/solver", "--student-api-base",
+                     base, "--teacher", "openai/guide", "--teacher-api-base", base, "--methods",
+                     "cot,solution_guidance", "--sg-data", "sg", "--out", "run", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    results = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    per_question = sum(r["teacher_prompt_tokens"] + r["teacher_completion_tokens"] for r in results
+                       if r["method"] == "solution_guidance") / 3
+    rows = {row["method"]: row for row in json.loads((tmp_path / "run" / "summary.json").read_text())}
+    assert rows["solution_guidance"]["teacher_setup_tokens"] == spent
+    assert rows["solution_guidance"]["teacher_tokens_per_question"] == pytest.approx(per_question + spent / 3)
+    assert rows["cot"]["teacher_tokens_per_question"] == 0 and "teacher_setup_tokens" not in rows["cot"]
+    assert f"includes SG data sg, {spent:,} teacher tokens spent once, amortised over its 3 questions" in printed
