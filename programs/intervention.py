@@ -171,7 +171,8 @@ class OnUncertaintyQA(TwoModelProgram):
         require_logprobs(student)
         written = WrittenSteps()
         for number in range(1, self.max_steps + 1):
-            step, confidence, reply = self.drafted_step(student, inputs, written.steps, number)
+            scored_before = any(score is not None for score in written.confidences)
+            step, confidence, reply = self.drafted_step(student, inputs, written.steps, number, scored_before)
             written.confidences.append(confidence)
             if self.policy.should_intervene(confidence, len(written.rewritten)):
                 written.rewritten.append(number)
@@ -196,25 +197,32 @@ class OnUncertaintyQA(TwoModelProgram):
             if self.handoff == "prompt":
                 reply = predictor(**inputs, steps_so_far=render_steps(steps), config=config)
                 return leading_step(reply.next_step), reply
-            begun = reply_prefix("reasoning", given) + step_marker(len(steps) + 1)
-            with dspy.context(adapter=ContinuedReply(begun, partial=True)):
+            marker = step_marker(len(steps) + 1)
+            with dspy.context(adapter=ContinuedReply(reply_prefix("reasoning", given) + marker, partial=True)):
                 reply = predictor(**inputs, config=config)
-            return leading_step(after(given, reply.reasoning)), reply
+            step = leading_step(after(given, reply.reasoning))
         except AdapterParseError as error:
-            return leading_step(after(given, raw_text(error))), None
+            step, reply = leading_step(after(given, raw_text(error))), None
+        # The marker was instret's, not the model's: a reply that stopped right after it wrote no step.
+        return ("" if not step.removeprefix(marker).strip() else step), reply
 
-    def drafted_step(self, student, inputs: dict, steps: list[str], number: int):
-        """The student's next step, its mean token probability (None: the reply did not parse), its reply.
-        A marker the reply began with is not the student's: its tokens are not scored."""
+    def drafted_step(self, student, inputs: dict, steps: list[str], number: int, scored_before: bool = False):
+        """The student's next step, its mean token probability (None: unscored), its reply (None: it did
+        not parse). A marker the reply began with is not the student's: its tokens are not scored.
+        `scored_before`: an earlier step of this question had log-probabilities, so the backend returns them."""
         step, reply = self.next_step(self.step, inputs, steps, step_config(number, 1, student, logprobs=True))
         scored = step.removeprefix(step_marker(number)) if self.handoff == "reply" else step
         if reply is None:
             return step, None, None
-        if self.handoff == "reply" and not scored.strip():  # stopped at once: no token of its own to score
+        if not scored.strip():  # stopped at once: no token of its own to score
             return step, None, reply
         logprobs = reply.get("logprobs")
         if "logprobs" in reply:  # read once, here: kept, they would ride into bootstrapped demos and saved state
             del reply["logprobs"]
+        if not token_logprobs(logprobs) and scored_before:
+            # llama.cpp drops the scores of tokens it held back as a possible start of a stop
+            # sequence (a lone `[` before `[[ ## completed ## ]]`): this step alone is unscored.
+            return step, None, reply
         if not token_logprobs(logprobs):  # absent, or DSPy's empty list for a backend without them
             raise LogprobsUnavailable(
                 f"{getattr(student, 'model', student)} returned no token log-probabilities, which on_uncertainty "
@@ -262,7 +270,7 @@ def finished_from(program, inputs: dict, given: str) -> dspy.Prediction:
 
 def after(given: str, text: str | None) -> str:
     """What `text` (a reply that starts with the `given` steps) adds to them."""
-    text = (text or "").strip()
+    text, given = (text or "").strip(), given.strip()
     return text[len(given):] if given and text.startswith(given) else text
 
 

@@ -121,11 +121,15 @@ def default_logprob(token: str, request) -> float:
 
 def openai_logprobs(tokens: list[str], request, logprob=None, top: int = 0) -> dict:
     """The `logprobs` of an OpenAI chat choice: `{"content": [{token, logprob, bytes, top_logprobs}]}`.
-    `logprob(token, request) -> float` scores each token (default `default_logprob`)."""
+    `logprob(token, request) -> float` scores each token (default `default_logprob`); a token it
+    scores None is left out, as llama.cpp leaves out tokens it held back as a possible stop sequence."""
     score = logprob or default_logprob
     content = []
     for token in tokens:
-        value = float(score(token, request))
+        value = score(token, request)
+        if value is None:
+            continue
+        value = float(value)
         alternatives = [{"token": token, "logprob": value, "bytes": list(token.encode())}]
         alternatives += [{"token": f"{token}~{i}", "logprob": value - i, "bytes": list(f"{token}~{i}".encode())}
                          for i in range(1, top)]

@@ -73,6 +73,7 @@ class Script:
     def __init__(self, confidence: dict[int, float] | None = None, final_step: int = 5):
         self.confidence, self.final_step = confidence or {}, final_step
         self.silent: set[int] = set()  # steps whose draft the student stops at once (reply handoff)
+        self.unscored: set[int] = set()  # steps whose draft comes back without log-probabilities
 
     def __call__(self, request) -> str:
         if "`steps`" in request.system:
@@ -96,7 +97,9 @@ class Script:
             return reply(next_step=f"Step {n}: {text}\nStep {n + 1}: runaway")
         return reply(reasoning="Step 9: student finishes.", answer="31")
 
-    def logprob(self, token: str, request) -> float:
+    def logprob(self, token: str, request) -> float | None:
+        if number_of_next_step(request) in self.unscored:
+            return None
         if token.strip() in MARKER_TOKENS:
             return 0.0
         return math.log(self.confidence.get(number_of_next_step(request), 0.99))
@@ -302,6 +305,28 @@ def test_a_draft_stopped_before_any_token_of_its_own_is_unsure_not_an_error(serv
         prediction = program(question=QUESTION)
     assert prediction.step_confidences[1] is None and prediction.rewritten_steps == [2]
     assert prediction.reasoning.splitlines()[1] == "Step 2: teacher fix 2" and prediction.answer == 31.0
+
+
+def test_an_empty_draft_the_teacher_does_not_rewrite_ends_the_steps(server):
+    server.script.silent = {2}  # no intervention left: the empty step 2 is not kept, the student answers from step 1
+    program = OnUncertaintyQA("numeric", teacher=lm(server, "teacher"), policy=UncertaintyPolicy(0.5, 0))
+    with dspy.context(lm=lm(server, "student")):
+        prediction = program(question=QUESTION)
+    assert prediction.step_confidences == pytest.approx([0.99, None]) and prediction.rewritten_steps == []
+    assert given_steps(chats(server, "student")[-1]) == "Step 1: student step 1"
+    assert prediction.reasoning.splitlines() == ["Step 1: student step 1", "Step 9: student finishes."]
+
+
+def test_a_draft_whose_scores_the_server_left_out_is_unsure_once_the_backend_has_scored(server):
+    server.script.unscored = {3}  # as llama.cpp, when every token of the reply was held back for a stop
+    program = make_program("on_uncertainty@0.5", kind="numeric", teacher=lm(server, "teacher"), handoff="reply")
+    with dspy.context(lm=lm(server, "student")):
+        prediction = program(question=QUESTION)
+    assert prediction.step_confidences[2] is None and prediction.rewritten_steps == [3]
+    assert prediction.reasoning.splitlines()[2] == "Step 3: teacher fix 3" and prediction.answer == 31.0
+    server.script.unscored = {1}  # nothing scored yet: the backend may not return log-probabilities at all
+    with dspy.context(lm=lm(server, "student")), pytest.raises(LogprobsUnavailable, match="returned no token"):
+        program(question=QUESTION)
 
 
 def test_a_teacher_step_stands_in_the_prompt_of_every_later_student_step(server):
