@@ -1,5 +1,6 @@
 """`instret sg data` over HTTP against the loopback OpenAI-compatible server (a guide model and a
-solver model), and `instret sg finetune`'s message for data that is not there."""
+solver model), `instret eval` with solution guidance (and the SG data's cost amortised), and
+`instret sg finetune`'s message for data that is not there."""
 
 from __future__ import annotations
 
