@@ -17,7 +17,7 @@ from loopback import LoopbackServer, apply_stop, count_tokens, dspy_responder
 
 import dspy
 from instret.data.questions import Question
-from instret.evaluation.report import format_table
+from instret.evaluation.report import format_table, teacher_cost_figure
 from instret.evaluation.run import RESULTS, evaluate
 from instret.lm.calls import CallLog
 from instret.lm.models import ModelSpec, make_lm
@@ -116,3 +116,19 @@ def test_call_log_tells_a_copy_of_the_teacher_by_its_model_string(server):
     with log.recording(), dspy.context(lm=teacher.copy(temperature=0.5)):  # a copy, not the object
         dspy.Predict("question -> hint")(question="Item 1: what is 1 + 7?")
     assert [call.role for call in log.calls] == ["teacher"] and log.tokens("student")["prompt_tokens"] == 0
+
+
+def test_the_cost_chart_names_every_method_and_joins_a_methods_variants():
+    """Each row is a point with its own legend entry; on_uncertainty's thresholds form one curve,
+    drawn in order of teacher tokens, and a method with one variant gets no line."""
+    def row(method, tokens, accuracy):
+        return {"method": method, "student": "s", "accuracy": accuracy, "ci_low": accuracy - 0.1,
+                "ci_high": accuracy + 0.1, "teacher_tokens_per_question": tokens}
+
+    rows = [row("cot", 0, 0.3), row("on_uncertainty@0.9", 1200, 0.5), row("on_uncertainty@0.5", 30, 0.25),
+            row("on_uncertainty@0.7", 100, 0.25), row("teacher_cot", 440, 0.7)]
+    axes = teacher_cost_figure(rows).axes[0]
+    assert sorted(text.get_text() for text in axes.get_legend().get_texts()) == sorted(r["method"] for r in rows)
+    (curve,) = [line for line in axes.get_lines() if len(line.get_xdata()) == 3]
+    assert list(curve.get_xdata()) == [30, 100, 1200] and list(curve.get_ydata()) == [0.25, 0.25, 0.5]
+    assert not [line for line in axes.get_lines() if 1 < len(line.get_xdata()) != 3]

@@ -167,25 +167,45 @@ def _bar_chart(rows: list[dict], path: Path) -> None:
 
 
 def _teacher_cost_chart(rows: list[dict], path: Path) -> None:
-    """Accuracy against teacher tokens per question: one point per method (and student)."""
+    figure = teacher_cost_figure(rows)
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    temporary.replace(path)
+
+
+def teacher_cost_figure(rows: list[dict]):
+    """Accuracy against teacher tokens per question: one point per method (and student), named in
+    a legend (labels beside the points overlap where methods cost alike). A method's variants
+    (first_step@k, on_uncertainty@τ) share a colour and are joined by a line: its cost curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     several = len({r["student"] for r in rows}) > 1
-    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    families: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
-        x, y = row.get("teacher_tokens_per_question", 0.0), row["accuracy"]
-        axes.errorbar(x, y, yerr=[[y - row["ci_low"]], [row["ci_high"] - y]], fmt="o", capsize=4, color="#4c72b0")
-        label = f"{row['method']} ({row['student'][:16]})" if several else row["method"]
-        axes.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        families.setdefault((row["method"].split("@")[0], row["student"]), []).append(row)
+    colours, markers = plt.get_cmap("tab10").colors, "osD^vP"
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for i, ((_, student), members) in enumerate(families.items()):
+        members.sort(key=lambda r: r.get("teacher_tokens_per_question", 0.0))
+        xs = [r.get("teacher_tokens_per_question", 0.0) for r in members]
+        ys = [r["accuracy"] for r in members]
+        colour = colours[i % len(colours)]
+        if len(members) > 1:
+            axes.plot(xs, ys, color=colour, linewidth=1, alpha=0.6)
+        for j, (row, x, y) in enumerate(zip(members, xs, ys)):
+            label = f"{row['method']} ({student[:16]})" if several else row["method"]
+            axes.errorbar(x, y, yerr=[[y - row["ci_low"]], [row["ci_high"] - y]], fmt=markers[j % len(markers)],
+                          capsize=3, color=colour, label=label)
     axes.set_xlabel("teacher tokens per question")
     axes.set_ylabel("accuracy (95% CI)")
     axes.set_ylim(0, 1)
     axes.set_xlim(left=0)
+    axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     figure.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    temporary.replace(path)
+    return figure
