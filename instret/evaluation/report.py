@@ -160,18 +160,19 @@ def _bar_chart(rows: list[dict], path: Path) -> None:
     axes.set_ylabel("accuracy (95% CI)")
     axes.set_ylim(0, 1)
     figure.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    temporary.replace(path)
+    _save(figure, path)
 
 
 def _teacher_cost_chart(rows: list[dict], path: Path) -> None:
-    figure = teacher_cost_figure(rows)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=110, bbox_inches="tight")
+    _save(teacher_cost_figure(rows), path)
+
+
+def _save(figure, path: Path) -> None:
+    """Write the chart beside its final name, then rename: a crash leaves the old chart whole."""
     import matplotlib.pyplot as plt
 
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary, dpi=110, bbox_inches="tight")  # "tight" keeps a legend outside the axes
     plt.close(figure)
     temporary.replace(path)
 
