@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     # 4. cold start first, while this process has imported nothing heavy.
     help_times = help_cold_start(args.help_runs)
 
-    from scripted import guide_response, scripted_lm
+    from helpers.scripted import guide_response, scripted_lm
 
     from instret.teaching.build import build_corpus
     from instret.corpus.embedders import make_embedder

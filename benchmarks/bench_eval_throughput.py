@@ -60,7 +60,7 @@ def synthetic_questions(n: int, start: int = 0):
 
 def serve(latency: float) -> int:
     """`--serve LATENCY`: the loopback server as a process; stops when stdin closes (the parent exits)."""
-    import loopback
+    from helpers import loopback
 
     # The stock handler writes headers and body in two sends; with Nagle's algorithm on, the body
     # waits for the client's delayed ACK (~40 ms on Linux) on every keep-alive request. Real model
@@ -92,7 +92,7 @@ def server_process(latency: float):
 
 @contextlib.contextmanager
 def server_thread(latency: float, nodelay: bool):
-    import loopback
+    from helpers import loopback
 
     before = loopback._Handler.disable_nagle_algorithm
     loopback._Handler.disable_nagle_algorithm = nodelay
@@ -172,7 +172,7 @@ def run_evaluation(url: str, questions, threads: int, latency: float, timeline: 
                    label: str, skip_fsync: bool = False, server=None) -> dict:
     from instret.evaluation.run import evaluate
     from instret.lm.models import ModelSpec, make_lm
-    from programs.answering import make_program
+    from programs.methods import make_program
 
     student = make_lm(ModelSpec(f"openai/{MODEL}", api_base=url + "/v1", extra={"cache": False, "num_retries": 0}))
     program = make_program("zero_shot", None, "numeric")
@@ -215,7 +215,7 @@ def profile_one_question(url: str, questions, rounds: int) -> dict:
     from instret.lm.models import ModelSpec, make_lm
     from instret.lm.recovery import answer_with_recovery
     from instret.data.scoring import score_answer
-    from programs.answering import make_program
+    from programs.methods import make_program
 
     student = make_lm(ModelSpec(f"openai/{MODEL}", api_base=url + "/v1", extra={"cache": False, "num_retries": 0}))
     program = make_program("zero_shot", None, "numeric")

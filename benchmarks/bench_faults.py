@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_faults.py                  # 500 questions, 16 threads
     .venv/bin/python benchmarks/bench_faults.py --questions 100  # a quick run
 
-The server is `tests/loopback.py`, in this process, standing in for a model server with
+The server is `tests/helpers/loopback.py`, in this process, standing in for a model server with
 `--slots` parallel generation slots that each take `--generation` seconds per answer (as
 Ollama's OLLAMA_NUM_PARALLEL or a vLLM batch would). A seeded RNG picks 5% of the questions
 for each fault: HTTP 500, timeout (the server holds the connection past the client's timeout)
@@ -84,7 +84,7 @@ class ModelServer:
     """The loopback responder: `slots` answers at a time, `generation` seconds each; some malformed."""
 
     def __init__(self, plan: FaultPlan | None, slots: int, generation: float):
-        from loopback import MALFORMED_TEXT, answers
+        from helpers.loopback import MALFORMED_TEXT, answers
 
         self.plan, self.generation, self.malformed = plan, generation, MALFORMED_TEXT
         self.slots = threading.BoundedSemaphore(slots)
@@ -110,7 +110,7 @@ def http_faults(plan: FaultPlan):
 
 def run_eval(questions, plan: FaultPlan | None, args, out_dir: Path) -> dict:
     import dspy
-    from loopback import LoopbackServer
+    from helpers.loopback import LoopbackServer
 
     from instret.evaluation.run import RESULTS, evaluate
     from instret.data.files import Journal

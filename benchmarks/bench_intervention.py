@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_intervention.py --limit 100 --results benchmarks/results/intervention.md
     .venv/bin/python benchmarks/bench_intervention.py --limit 2          # smoke run: does every method run?
+    .venv/bin/python benchmarks/bench_intervention.py --report-only --results benchmarks/results/intervention-cost.md
+                                                              # tables from the journal; no model is built
 
 On 2 cores each model runs on one llama.cpp thread, so both fit side by side. Methods that use one
 model only run about twice as fast with that model on both cores; the answers journal lets a run
@@ -16,13 +18,19 @@ for more, e.g. the 270M base if it follows the format), both in-process llama.cp
 the first `--limit` questions of the GSM8K test file and of SVAMP (`../shared/data/math`). Methods:
 cot, quest_cot, first_step@k for each `--teacher-steps`, on_uncertainty@τ for each `--thresholds`,
 teacher_cot. Each data set is one `evaluate` run into `--out/<data set>/` (results.jsonl with per-role
-tokens, summary.json, accuracy.png and teacher_cost.png: accuracy against teacher tokens per
-question, one point per method); interrupted, rerun the same command and only what is missing is asked.
+tokens, summary.json, accuracy.png and teacher_cost.png: accuracy against the teacher's cost,
+`--cost-axis` price or written tokens, one point per method); interrupted, rerun the same command and
+only what is missing is asked. `--report-only` rebuilds the tables, summaries and charts from the
+journal without building any model (a question missing from it is reported, not asked).
 
 Prints per data set and student: accuracy [95% Wilson CI], the paired difference to cot with its
-exact McNemar p, teacher tokens per question and the teacher's share of all tokens, and the seed
-paper's claim as measured here: the part of the cot → teacher_cot gap that first_step closes, for
-what part of teacher_cot's teacher tokens. Nothing is asserted; every figure is from this run.
+exact McNemar p, the teacher's tokens per question written, read and computed, and read from the
+server's prompt cache ("not reported" for answers journaled before instret recorded it), their
+price (`--price`, else the local ratio), the teacher's share of all tokens, each method's place
+against the Pareto frontier of accuracy on `--cost-axis`, the prompt tokens each role's server
+computed against those it read from its cache, and the seed paper's claim as measured here: the
+part of the cot → teacher_cot gap that first_step closes, for what part of teacher_cot's teacher
+tokens. Nothing is asserted; every figure is from this run.
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ def methods(args) -> list[str]:
 def run_dataset(name: str, path: Path, args, teacher, students: dict) -> list[dict]:
     from instret.data.loaders import load_questions
     from instret.evaluation.run import evaluate
-    from instret.programs.answering import make_program
+    from instret.programs.methods import make_program
 
     questions = load_questions(str(path)).questions[:args.limit]
     names = methods(args)
@@ -60,47 +68,66 @@ def run_dataset(name: str, path: Path, args, teacher, students: dict) -> list[di
                                 handoff=args.handoff) for m in names}
     started = time.perf_counter()
     report = evaluate(questions, methods=programs, students=students, kind="numeric", out_dir=args.out / name,
-                      threads=args.threads, teacher=teacher, progress=not args.no_progress)
+                      threads=args.threads, teacher=teacher, progress=not args.no_progress, price=args.price,
+                      cost_axis=args.cost_axis)
     seconds = time.perf_counter() - started
-    rows = with_teacher_split([row for row in report.summary if "accuracy" in row], args.out / name, questions)
+    rows = [row for row in report.summary if "accuracy" in row]
     print(f"\n## {name}: first {len(questions)} questions of {path.name}; {report.answered_now} answers now, "
           f"{report.answered_before} from an earlier run, {seconds:.0f} s")
     if report.failures:
         print(f"failed items (rerun to ask them again): {report.failures}")
-    print(table(rows, names))
+    return show(rows, names, args, name)
+
+
+def report_dataset(name: str, path: Path, args, students: list[str]) -> list[dict]:
+    """`--report-only`: the summary, charts and tables of `name` from its answers journal alone."""
+    from instret.data.files import Journal
+    from instret.data.loaders import load_questions
+    from instret.evaluation.report import summarize, write_outputs
+    from instret.evaluation.run import RESULTS
+
+    questions = load_questions(str(path)).questions[:args.limit]
+    ids, names, out = {q.id for q in questions}, methods(args), args.out / name
+    records = [r for r in Journal(out / RESULTS, key="key").read().values()
+               if r["method"] in names and r["student"] in students and r["question_id"] in ids]
+    print(f"\n## {name}: first {len(questions)} questions of {path.name}, read from {out / RESULTS}")
+    if len(records) < len(names) * len(students) * len(questions):
+        print(f"{len(names) * len(students) * len(questions) - len(records)} answers are not in the journal "
+              f"(run without --report-only to ask them)")
+    rows = [row for row in summarize(records, price=args.price) if "accuracy" in row]
+    write_outputs(rows, out, args.cost_axis)
+    return show(rows, names, args, name)
+
+
+def show(rows: list[dict], names: list[str], args, name: str) -> list[dict]:
+    print(table(rows, names, args.cost_axis))
     print(claim(rows))
     print(f"chart: {args.out / name / 'teacher_cost.png'}")
     return rows
 
 
-def with_teacher_split(rows: list[dict], out: Path, questions) -> list[dict]:
-    """Each summary row plus the teacher's tokens per question split into prompt (read) and
-    completion (written) from results.jsonl: generating is several times slower than reading
-    on a local model, and the seed paper counts what the teacher writes."""
-    import json
+def table(rows: list[dict], order: list[str], cost_axis: str = "price") -> str:
+    """The markdown table, then what its cost columns mean and each role's prompt cache."""
+    from instret.evaluation.report import cost_notes, frontier_cell, prompt_cache_lines, tokens_or_unknown
 
-    ids = {q.id for q in questions}
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
-    for row in rows:
-        mine = [r for r in records if r["method"] == row["method"] and r["student"] == row["student"]
-                and r["question_id"] in ids]
-        for part in ("prompt", "completion"):
-            tokens = sum(r.get(f"teacher_{part}_tokens", 0) for r in mine)
-            row[f"teacher_{part}_per_question"] = tokens / max(1, len(mine))
-    return rows
-
-
-def table(rows: list[dict], order: list[str]) -> str:
-    lines = ["| method | student | n | accuracy [95% CI] | vs cot (McNemar p) | teacher tokens/q (read + written) "
-             "| teacher share |", "|---|---|---:|---|---|---:|---:|"]
+    lines = ["| method | student | n | accuracy [95% CI] | vs cot (McNemar p) | teacher tokens/q | written "
+             "| read, computed | read from cache | teacher price/1k q | teacher share | frontier |",
+             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
     rank = {name: i for i, name in enumerate(order)}
-    for row in sorted(rows, key=lambda r: (r["student"], rank.get(r["method"], len(rank)))):
+    rows = sorted(rows, key=lambda r: (r["student"], rank.get(r["method"], len(rank))))
+    for row in rows:
         versus = (f"{row['vs_cot_diff']:+.1%} (p={row['vs_cot_p']:.3f})" if "vs_cot_diff" in row else "—")
+        computed = row.get("teacher_computed_per_question")
         lines.append(f"| {row['method']} | {row['student']} | {row['n']} | {row['accuracy']:.1%} "
                      f"[{row['ci_low']:.1%}, {row['ci_high']:.1%}] | {versus} | "
-                     f"{row.get('teacher_tokens_per_question', 0):.0f} ({row['teacher_prompt_per_question']:.0f} + "
-                     f"{row['teacher_completion_per_question']:.0f}) | {row.get('teacher_share', 0):.1%} |")
-    return "\n".join(lines)
+                     f"{row.get('teacher_tokens_per_question', 0):.0f} | {row['teacher_written_per_question']:.0f} | "
+                     f"{'—' if computed is None else f'{computed:.0f}'} | "
+                     f"{tokens_or_unknown(row.get('teacher_cached_per_question'))} | "
+                     f"{row['teacher_price_per_question'] * 1000:.3g} | {row.get('teacher_share', 0):.1%} | "
+                     f"{frontier_cell(row, cost_axis)} |")
+    notes = cost_notes(rows, cost_axis) + prompt_cache_lines(rows)
+    return "\n".join(lines + [""] + [f"- {note.strip()}" if not note.startswith("  ") else f"  - {note.strip()}"
+                                      for note in notes])
 
 
 def claim(rows: list[dict]) -> str:
@@ -117,7 +144,7 @@ def claim(rows: list[dict]) -> str:
             row = by_method[method]
             closed = f"{(row['accuracy'] - cot['accuracy']) / gap:.0%} of the gap" if gap > 0 else "no gap to close"
             cost, written = (row[key] / ceiling[key] if ceiling.get(key) else float("nan")
-                             for key in ("teacher_tokens_per_question", "teacher_completion_per_question"))
+                             for key in ("teacher_tokens_per_question", "teacher_written_per_question"))
             lines.append(f"{student} {method}: {row['accuracy']:.1%} between cot {cot['accuracy']:.1%} and "
                          f"teacher_cot {ceiling['accuracy']:.1%} ({closed}), for {cost:.0%} of teacher_cot's "
                          f"teacher tokens per question ({written:.0%} of those it writes)")
@@ -145,7 +172,7 @@ def machine() -> str:
 def model_file(model: str) -> str:
     """The catalog's file and sha256 for a `local/<name>` model string, else the string itself."""
     try:
-        from instret.lm.catalog import entry
+        from instret.lm.local.catalog import entry
 
         item = entry(model.removeprefix("local/"))
         return f"`{model}`: {item.description}, {item.size:,} bytes, sha256 {item.sha256}"
@@ -176,16 +203,36 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "intervention")
     parser.add_argument("--results", type=Path, help="also write the tables as markdown here, with date and machine")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--price", metavar="input=X,cached=Y,output=Z",
+                        help="the teacher's price per million tokens (default: the ratio for a self-hosted teacher, "
+                             "or litellm's cost map for a hosted one; see instret.evaluation.cost)")
+    parser.add_argument("--cost-axis", choices=("price", "written"), default="price",
+                        help="the teacher cost of the Pareto frontier and the cost chart")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only read the answers journal: summaries, charts and tables, no model built or asked")
     args = parser.parse_args(argv)
+    from instret.evaluation.cost import default_price, parse_price
+    from instret.lm.spec import as_spec
 
-    teacher = model(args.teacher, "teacher", args.teacher_threads)
+    teacher_model, _, teacher_base = args.teacher.partition("@")
+    try:
+        args.price = (parse_price(args.price) if args.price
+                      else default_price(as_spec(teacher_model, api_base=teacher_base or None)))
+    except ValueError as error:
+        parser.error(str(error))
+
     names = args.students.split(",") if args.students else [args.student]
-    students = {name.partition("@")[0]: model(name, "student", args.student_threads) for name in names}
+    if args.report_only:
+        teacher = students = None
+    else:
+        teacher = model(args.teacher, "teacher", args.teacher_threads)
+        students = {name.partition("@")[0]: model(name, "student", args.student_threads) for name in names}
     print(f"teacher {args.teacher}; students {', '.join(names)}; methods "
           f"{', '.join(methods(args))}")
     sections = []
     for name in args.datasets.split(","):
-        rows = run_dataset(name, DATASETS[name], args, teacher, students)
+        rows = (report_dataset(name, DATASETS[name], args, [n.partition("@")[0] for n in names]) if args.report_only
+                else run_dataset(name, DATASETS[name], args, teacher, students))
         sections += [f"## {name} (first {args.limit})", "", table(rows, methods(args)),
                      "", claim(rows), ""]
     report = [f"# Teacher intervention on local models ({datetime.date.today()})", "",

@@ -48,7 +48,7 @@ def load(path: Path, n: int):
 
 def fresh_server(model: str, n_parallel: int = 4, n_ctx: int = 4096, **settings):
     """Stop every local server and start `model` anew: an empty prompt cache, start-up excluded."""
-    from instret.lm import local
+    from instret.lm.local import engine as local
 
     local.stop_all()
     return local.local_server(model, n_ctx=n_ctx, n_parallel=n_parallel, **settings)
@@ -60,7 +60,7 @@ class Recorder:
     At the engine, so the recovery steps' calls (on copies of the LM) are counted too."""
 
     def __init__(self):
-        from instret.lm.local_lm import LocalEngine
+        from instret.lm.local.lm import LocalEngine
 
         self.requests, self.sent, self.cached, self._original = [], 0, 0, LocalEngine.complete
         recorder = self
@@ -75,7 +75,7 @@ class Recorder:
         LocalEngine.complete = complete
 
     def close(self):
-        from instret.lm.local_lm import LocalEngine
+        from instret.lm.local.lm import LocalEngine
 
         LocalEngine.complete = self._original
 
@@ -89,8 +89,8 @@ def student_lm(model: str, max_tokens: int):
 def run_eval(questions, model: str, max_tokens: int, threads: int, n_ctx: int = 4096) -> dict:
     """One timed `evaluate` (CoT) on a fresh server, its requests recorded at the engine."""
     from instret.evaluation.run import evaluate
-    from instret.lm.local import running_servers
-    from instret.programs.answering import make_program
+    from instret.lm.local.engine import running_servers
+    from instret.programs.methods import make_program
 
     fresh_server(model, n_ctx=n_ctx)
     lm, recorder = student_lm(model, max_tokens), Recorder()
@@ -142,7 +142,7 @@ def engine(args) -> None:
     direct = run_direct(four["requests"], model, threads=4, n_ctx=four["n_ctx"])
     direct["qps"] = len(questions) / direct["seconds"]
     one = run_eval(questions, model, args.max_tokens, threads=1, n_ctx=four["n_ctx"])
-    from instret.lm.local import stop_all
+    from instret.lm.local.engine import stop_all
 
     stop_all()
     rows = [("instret evaluate, 4 threads", four), ("same requests posted directly, 4 threads", direct),
@@ -215,7 +215,7 @@ def threads(args) -> None:
         print(f"{n_threads:>7} {n_batch:>14} {'50' if poll is None else poll:>5} {'yes' if busy else 'no':>15} "
               f"{max(t['prompt_per_second'] for t in timings):>24.1f} "
               f"{max(t['predicted_per_second'] for t in timings):>17.1f} {together:>15.1f}")
-    from instret.lm.local import stop_all
+    from instret.lm.local.engine import stop_all
 
     stop_all()
 

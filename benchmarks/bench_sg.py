@@ -113,7 +113,7 @@ def evaluate_arms(args, questions, guide_string: str | None) -> dict[str, list[d
     from instret.evaluation.run import evaluate
     from instret.lm.models import make_lm
     from instret.lm.spec import as_spec, with_role_cap
-    from instret.programs.answering import make_program
+    from instret.programs.methods import make_program
 
     solver = make_lm(with_role_cap(as_spec(args.solver), "student"))
     guides = {"b": args.teacher, "c": args.base, "d": guide_string}

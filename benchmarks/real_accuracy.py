@@ -41,7 +41,7 @@ def _hardware() -> str:
 
 
 def _model_line(model: str) -> str:
-    from instret.lm.catalog import CATALOG
+    from instret.lm.local.catalog import CATALOG
 
     entry = CATALOG[model.split("/", 1)[1]]
     return f"`{model}` ({entry.description}, {entry.size:,} bytes, sha256 {entry.sha256[:12]}…)"

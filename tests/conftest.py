@@ -1,5 +1,4 @@
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -9,9 +8,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("INSTRET_NO_PULL", "1")  # no test downloads model weights by naming a local/ model
-sys.path.insert(0, str(Path(__file__).parent))  # tests import their helpers (scripted, loopback)
+sys.path.insert(0, str(Path(__file__).parent))  # every stage folder imports `helpers` (scripted LMs, loopback server)
 
-FIXTURES = Path(__file__).parent / "fixtures"
+from helpers import FIXTURES, free_port  # noqa: E402,F401  (free_port: for tests written before helpers/)
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +28,6 @@ def embedder():
     from instret.corpus.embedders import make_embedder
 
     return make_embedder()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(autouse=True, scope="session")

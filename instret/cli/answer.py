@@ -57,6 +57,14 @@ def register(commands) -> None:
                                "instruction_retrieval")
     evaluate.add_argument("--threads", type=int, default=16)
     evaluate.add_argument("--out", help="results folder (default: runs/<corpus name>-<test file name>)")
+    evaluate.add_argument("--price", type=_price, metavar="input=X,cached=Y,output=Z",
+                          help="the teacher's price in USD per million tokens read and computed, read from the "
+                               "server's prompt cache, and written (default: litellm's cost map for a hosted "
+                               "teacher; for a local, Ollama or other self-hosted one the ratio input 1, cached "
+                               "0.1, output 4, not dollars)")
+    evaluate.add_argument("--cost-axis", choices=("price", "written"), default="price",
+                          help="the cost the table's Pareto frontier and the cost chart are on: the teacher's "
+                               "price, or the tokens it writes (default: price)")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(run=_eval)
 
@@ -93,6 +101,15 @@ def _settings(args):
                          student_max_tokens=args.max_tokens, teacher_max_tokens=getattr(args, "teacher_max_tokens", None))
 
 
+def _price(text: str):
+    from instret.evaluation.cost import parse_price
+
+    try:
+        return parse_price(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--price: ")) from None
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -107,11 +124,15 @@ def _open_corpus(args):
 
 
 def _program(method: str, corpus, kind: str, args, compiled: str | None = None, teacher=None):
-    from instret.programs.answering import make_program
+    from instret.programs.methods import CorpusNeeded, make_program
 
-    program = make_program(method, corpus, kind, k=args.k, mode=args.mode, min_similarity=args.min_similarity,
-                           teacher=teacher, max_interventions=getattr(args, "max_interventions", None),
-                           handoff=getattr(args, "handoff", None))
+    try:
+        program = make_program(method, corpus, kind, k=args.k, mode=args.mode, min_similarity=args.min_similarity,
+                               teacher=teacher, max_interventions=getattr(args, "max_interventions", None),
+                               handoff=getattr(args, "handoff", None))
+    except CorpusNeeded as error:  # the library's words name a Python call; a CLI user needs a flag
+        raise ValueError(f"--method {error.method} retrieves from a corpus: pass --corpus DIR (a folder "
+                         f"`instret corpus build` wrote), or choose a method that needs none, e.g. --method cot") from None
     if compiled:
         program.load(compiled)
     return program
@@ -123,7 +144,7 @@ def _answer(args) -> int:
 
     from instret.lm.models import make_lm
     from instret.data.scoring import kind_of
-    from instret.programs.answering import NEEDS_TEACHER
+    from instret.programs.methods import NEEDS_TEACHER
 
     corpus = _open_corpus(args)
     options = dict(item.split("=", 1) for item in args.option) if args.option else None
@@ -182,6 +203,7 @@ def _test_questions(args, corpus):
 
 
 def _eval(args) -> int:
+    from instret.evaluation.cost import default_price
     from instret.evaluation.report import format_table
     from instret.evaluation.run import evaluate
     from instret.evaluation.setup_cost import setup_costs
@@ -209,10 +231,11 @@ def _eval(args) -> int:
     out = Path(args.out or Path("runs") / f"{name}-{Path(args.test[0]).stem}")
     report = evaluate(questions, methods=programs, students={spec.model: make_lm(spec) for spec in specs},
                       kind=kind, out_dir=out, threads=args.threads, corpus=corpus, progress=not args.no_progress,
-                      teacher=teacher, setup=setup)
+                      teacher=teacher, setup=setup, price=args.price or default_price(teacher_spec),
+                      cost_axis=args.cost_axis)
     print(f"{len(questions)} questions ({kind}); {report.answered_now} answers now, "
           f"{report.answered_before} from an earlier run\n")
-    print(format_table(report.summary))
+    print(format_table(report.summary, args.cost_axis))
     charts = [out / name for name in ("accuracy.png", "teacher_cost.png") if (out / name).exists()]
     print(f"\nEvery answer: {out / 'results.jsonl'}; summary: {out / 'summary.json'}, {out / 'summary.csv'}, "
           f"{', '.join(map(str, charts))}")
@@ -264,7 +287,7 @@ def _wants_teacher(settings, methods) -> bool:
     """A teacher LM is built when a method needs one, or the user named one (flag, environment
     or config file); never the default teacher for methods that do not use it."""
     from instret.lm.config import DEFAULT_TEACHER
-    from instret.programs.answering import NEEDS_TEACHER
+    from instret.programs.methods import NEEDS_TEACHER
 
     return bool({m.split("@", 1)[0] for m in methods} & set(NEEDS_TEACHER)) or settings.teacher.model != DEFAULT_TEACHER
 
@@ -308,7 +331,7 @@ def _models_ready(named) -> bool:
 
     The role ("student", "teacher") names the settings in the fix: [student] in instret.toml,
     INSTRET_STUDENT_API_BASE."""
-    from instret.lm.ollama_models import ensure_models_present
+    from instret.lm.checks import ensure_models_present
 
     problems = list(dict.fromkeys(p for role, spec in named for p in ensure_models_present({role: spec})))
     for problem in problems:

@@ -39,7 +39,7 @@ def _compile(args) -> int:
     from instret.lm.spec import with_role_cap
     from instret.training.optimize import compile_program, save_program, trainset_from
     from instret.data.scoring import kind_of
-    from instret.programs.answering import NEEDS_TEACHER
+    from instret.programs.methods import NEEDS_TEACHER
 
     corpus = _open_corpus(args)
     questions = load_data(args.train, args).questions[:args.limit or None]

@@ -1,7 +1,7 @@
 """`instret doctor`: is everything a run needs there? Each check comes with the fix to print.
 
-Model servers are probed by `instret.lm.ollama_models.presence_checks`, the one implementation;
-local models (`local/...`) by `instret.lm.local_lm.local_checks`, which also starts the engine.
+Model servers are probed by `instret.lm.checks.presence_checks`, the one implementation;
+local models (`local/...`) by `instret.lm.checks.local_checks`, which also starts the engine.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import tempfile
 from typing import Iterator
 
+from instret.lm.checks import PROBE_SENTENCE, Check, local_checks, presence_checks
 from instret.lm.spec import ModelSpec
-from instret.lm.ollama_models import PROBE_SENTENCE, Check, presence_checks
 
 
 def doctor_checks(settings, chroma_url: str | None = None, timeout: float = 3.0) -> Iterator[Check]:
@@ -18,8 +18,6 @@ def doctor_checks(settings, chroma_url: str | None = None, timeout: float = 3.0)
     for role in ("teacher", "student"):
         spec = getattr(settings, role)
         if spec.backend == "local":  # weights present and whole, then start the engine and ask it a word
-            from instret.lm.local_lm import local_checks
-
             yield from local_checks(spec, role=role, start=True)
             continue
         checks = presence_checks(spec, role=role, timeout=timeout, with_context=True)

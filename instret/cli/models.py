@@ -42,7 +42,7 @@ def _fail(message: str) -> int:
 
 
 def _list(args) -> int:
-    from instret.lm.ollama_models import OllamaUnavailable, default_host, list_models
+    from instret.lm.servers.ollama import OllamaUnavailable, default_host, list_models
 
     _print_table(_local_rows())
     print()
@@ -66,7 +66,7 @@ def _list(args) -> int:
 
 
 def _local_rows() -> list[tuple[str, ...]]:
-    from instret.lm import catalog
+    from instret.lm.local import catalog
     from instret.lm.config import DEFAULT_STUDENT, DEFAULT_TEACHER
 
     roles = {DEFAULT_TEACHER: "default teacher", DEFAULT_STUDENT: "default student"}
@@ -88,7 +88,7 @@ def _print_table(rows) -> None:
 def _pull(args) -> int:
     from ollama import ResponseError
 
-    from instret.lm.ollama_models import OllamaUnavailable, default_host, ollama_name, pull_model
+    from instret.lm.servers.ollama import OllamaUnavailable, default_host, ollama_name, pull_model
 
     if args.name.startswith("local/"):
         return _pull_local(args.name, progress=not args.no_progress)
@@ -105,7 +105,7 @@ def _pull(args) -> int:
 
 
 def _pull_local(name: str, progress: bool) -> int:
-    from instret.lm import catalog
+    from instret.lm.local import catalog
 
     weights = name.removeprefix("local/").split("+")[0]
     if weights.endswith(".gguf"):
@@ -124,8 +124,8 @@ def _pull_local(name: str, progress: bool) -> int:
 
 
 def _show_local(name: str) -> int:
-    from instret.lm.gguf import GGUFError, check_gguf
-    from instret.lm.local import LocalEngineError, parse_local
+    from instret.lm.local.gguf import GGUFError, check_gguf
+    from instret.lm.local.engine import LocalEngineError, parse_local
 
     try:
         model = parse_local(name)
@@ -146,7 +146,7 @@ def _show(args) -> int:
         return _show_local(args.name)
     from ollama import ResponseError
 
-    from instret.lm.ollama_models import OllamaUnavailable, default_host, ollama_name, show_model
+    from instret.lm.servers.ollama import OllamaUnavailable, default_host, ollama_name, show_model
 
     host, name = args.host or default_host(), ollama_name(args.name)
     try:

@@ -5,6 +5,11 @@ what its answer cost when it was produced (never 0); mean latency is over the ro
 this run only (`timed`), since a cached row's latency is the cache's, not the model's. `cached`
 says how many rows came from the cache. Teacher tokens per question and the teacher's share of
 all tokens show what a two-model method paid the teacher.
+
+The teacher's tokens are also split three ways, written, read and computed, read from the
+server's prompt cache (`instret.evaluation.cost`), and priced; each method is placed against the
+Pareto frontier of accuracy over its student's methods, on written tokens and on price
+(`instret.evaluation.frontier`). A table, and the cost chart, read one of those two cost axes.
 """
 
 from __future__ import annotations
@@ -16,17 +21,21 @@ from collections import Counter
 from pathlib import Path
 
 from instret.data.files import atomic_write_text
+from instret.evaluation.cost import LOCAL_PRICE, student_cache_columns, teacher_columns
+from instret.evaluation.frontier import COST_AXES, mark_frontier
 from instret.evaluation.stats import mcnemar, wilson_interval
 
 BASELINES = ("zero_shot", "cot")
 
 
-def summarize(records: list[dict], failures: dict[str, int] | None = None, setup: dict | None = None) -> list[dict]:
+def summarize(records: list[dict], failures: dict[str, int] | None = None, setup: dict | None = None,
+              price=None) -> list[dict]:
     """One row per (method, student): accuracy ± 95% CI, paired tests against the baselines.
 
     `setup`: method -> `SetupCost`, teacher tokens the method spent once (a corpus's guides, SG
     data); spread over the row's n questions, they are part of its teacher tokens per question
-    and teacher share, and `teacher_setup_tokens` says how many there were."""
+    and teacher share, and `teacher_setup_tokens` says how many there were. `price`: a
+    `cost.Price` for the teacher's tokens (default: `cost.LOCAL_PRICE`, a ratio)."""
     by_run: dict[tuple[str, str], dict[str, dict]] = {}
     for record in records:
         by_run.setdefault((record["method"], record["student"]), {})[record["question_id"]] = record
@@ -54,7 +63,8 @@ def summarize(records: list[dict], failures: dict[str, int] | None = None, setup
                "teacher_share": teacher_tokens / (teacher_tokens + student_tokens) if teacher_tokens else 0.0,
                **({"teacher_setup_tokens": one_off.tokens, "teacher_setup": one_off.what} if one_off else {}),
                "timed": len(timed), "mean_latency_s": sum(timed) / len(timed) if timed else None,
-               **{f"recovered_{path}": count for path, count in sorted(recoveries.items())}}
+               **{f"recovered_{path}": count for path, count in sorted(recoveries.items())},
+               **student_cache_columns(rows_), **teacher_columns(rows_, one_off, price or LOCAL_PRICE)}
         row["parse_failure_rate"] = row["parse_failures"] / n
         for baseline in BASELINES:
             other = by_run.get((baseline, student))
@@ -65,16 +75,27 @@ def summarize(records: list[dict], failures: dict[str, int] | None = None, setup
             row[f"vs_{baseline}_diff"] = test.difference
             row[f"vs_{baseline}_p"] = test.p_value
         rows.append(row)
+    mark_frontier(rows)
     if failures:
         rows.append({"method": "(failed items)", "student": "", **{f"failed_{k}": v for k, v in failures.items()}})
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    """The table `instret eval` prints: one line per method and student."""
+#: What each cost axis is called on a chart and in the table's notes.
+AXIS_LABELS = {"tokens": "teacher tokens per question (read + written)", "written": "teacher tokens written per question",
+               "price": "teacher price per 1,000 questions"}
+TEACHER_COLUMNS = f"{'teacher tok/q':>15}{'written':>9}{'computed':>10}{'cached':>14}{'price/1k q':>12}{'frontier':>12}"
+
+
+def format_table(rows: list[dict], cost_axis: str = "price") -> str:
+    """The table `instret eval` prints: one line per method and student. With a teacher, its tokens
+    per question in all, written, read and computed, read from the prompt cache, their price, and
+    each method's place against the Pareto frontier on `cost_axis` ("price" or "written")."""
+    if cost_axis not in COST_AXES:
+        raise ValueError(f"cost axis {cost_axis!r}: choose from {', '.join(COST_AXES)}")
     with_teacher = any(row.get("teacher_tokens_per_question") for row in rows)
     header = (f"{'method':<22}{'student':<24}{'n':>5}  {'accuracy [95% CI]':<24}{'vs zero-shot':>18}{'vs CoT':>18}"
-              f"{'parse fail':>11}{'tokens in/out':>15}{'latency':>9}" + (f"{'teacher tok/q':>15}" if with_teacher else ""))
+              f"{'parse fail':>11}{'tokens in/out':>15}{'latency':>9}" + (TEACHER_COLUMNS if with_teacher else ""))
     lines = [header]
     for row in rows:
         if "accuracy" not in row:
@@ -90,11 +111,73 @@ def format_table(rows: list[dict]) -> str:
                    if with_teacher else "")
         lines.append(f"{row['method'][:21]:<22}{row['student'][:23]:<24}{row['n']:>5}  {accuracy:<24}"
                      f"{versus[0]:>18}{versus[1]:>18}{row['parse_failure_rate']:>11.1%}{tokens:>15}"
-                     f"{latency}" + (f"{teacher:>15}" if with_teacher else ""))
+                     f"{latency}" + (f"{teacher:>15}" + _teacher_cells(row, cost_axis) if with_teacher else ""))
     lines.extend(_recovery_lines(rows))
     lines.extend(_cache_lines(rows))
     lines.extend(_setup_lines(rows))
+    if with_teacher:
+        lines.extend(cost_notes(rows, cost_axis))
+    lines.extend(prompt_cache_lines(rows))
     return "\n".join(lines)
+
+
+def tokens_or_unknown(value: float | None) -> str:
+    return "not reported" if value is None else f"{value:,.0f}"
+
+
+def frontier_cell(row: dict, cost_axis: str) -> str:
+    """"on" the frontier, or how many points of accuracy below it; "" where it was not computed."""
+    if f"on_frontier_{cost_axis}" not in row:
+        return ""
+    return "on" if row[f"on_frontier_{cost_axis}"] else f"-{row[f'below_frontier_{cost_axis}'] * 100:.1f} pts"
+
+
+def _teacher_cells(row: dict, cost_axis: str) -> str:
+    written, computed = row.get("teacher_written_per_question"), row.get("teacher_computed_per_question")
+    price = row.get("teacher_price_per_question")
+    return (f"{written or 0:>9,.0f}{'—' if computed is None else f'{computed:,.0f}':>10}"
+            f"{tokens_or_unknown(row.get('teacher_cached_per_question')):>14}"
+            f"{'' if price is None else f'{price * 1000:.3g}':>12}{frontier_cell(row, cost_axis):>12}")
+
+
+def cost_notes(rows: list[dict], cost_axis: str) -> list[str]:
+    """What the teacher's columns mean: the price and its source, unreported caches, the frontier."""
+    answered = [row for row in rows if "accuracy" in row]
+    prices = sorted({row["price"] for row in answered if row.get("price")})
+    unknown = [f"{row['method']} ({row['student']})" for row in answered if row.get("teacher_cache_reported") is False]
+    notes = [f"teacher price: {price}; the column is per 1,000 questions" for price in prices]
+    with_teacher = [row for row in answered if row.get("teacher_tokens_per_question")]
+    if unknown and len(unknown) == len(with_teacher) > 1:
+        unknown = ["every method that used the teacher"]
+    if unknown:
+        notes.append(f"cached: the teacher's server reported no prompt-cache count for {', '.join(unknown)}: their "
+                     f"computed and cached tokens are unknown, and their price counts every prompt token as "
+                     f"computed (an upper bound)")
+    notes.append(f"frontier: accuracy against {AXIS_LABELS[cost_axis]}, per student. 'on': no other method is "
+                 f"as accurate for less or more accurate for as much; else the points of accuracy below the line "
+                 f"joining the frontier's methods, at that method's cost (flat beyond the costliest)")
+    return notes
+
+
+def prompt_cache_lines(rows: list[dict]) -> list[str]:
+    """Issue 24's measurement for a prompt cache: per method, prompt tokens per question the servers
+    computed against those they read from their prompt cache, the student's and the teacher's."""
+    answered = [row for row in rows if "accuracy" in row]
+    if not answered:
+        return []
+
+    def part(read: float, cached: float | None) -> str:
+        if cached is None:
+            return f"{read:,.0f} read, cache not reported"
+        return f"{read - cached:,.0f} computed / {cached:,.0f} from cache ({cached / read:.0%})" if read else "no prompt"
+
+    lines = ["prompt tokens per question, computed by the server against read from its prompt cache:"]
+    for row in answered:
+        teacher = (f"; teacher {part(row['teacher_read_per_question'], row.get('teacher_cached_per_question'))}"
+                   if row.get("teacher_read_per_question") else "")
+        lines.append(f"  {row['method']} ({row['student']}): student "
+                     f"{part(row['mean_prompt_tokens'], row.get('mean_prompt_cached_tokens'))}{teacher}")
+    return lines
 
 
 def _setup_lines(rows: list[dict]) -> list[str]:
@@ -123,13 +206,13 @@ def _recovery_lines(rows: list[dict]) -> list[str]:
     for row in rows:
         capped[row.get("student", "")] += row.get("hit_max_tokens", 0)
     return [f"output recovery for {student}: " + ", ".join(f"{path} {n}" for path, n in counts.most_common())
-            + (f"; {capped[student]} answers reached max_tokens" if capped[student] else "")
+            + (f"; {_count(capped[student], 'answer')} reached max_tokens" if capped[student] else "")
             for student, counts in by_student.items() if counts]
 
 
-def write_outputs(rows: list[dict], out_dir: Path) -> None:
-    """summary.json, summary.csv, accuracy.png and (when a method used the teacher) teacher_cost.png,
-    each replaced atomically."""
+def write_outputs(rows: list[dict], out_dir: Path, cost_axis: str = "price") -> None:
+    """summary.json, summary.csv, accuracy.png and (when a method used the teacher) teacher_cost.png
+    on `cost_axis` ("price" or "written"), each replaced atomically."""
     atomic_write_text(out_dir / "summary.json", json.dumps(rows, indent=2) + "\n")
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
@@ -140,7 +223,7 @@ def write_outputs(rows: list[dict], out_dir: Path) -> None:
     answered = [r for r in rows if "accuracy" in r]
     _bar_chart(answered, out_dir / "accuracy.png")
     if any(r.get("teacher_tokens_per_question") for r in answered):
-        _teacher_cost_chart(answered, out_dir / "teacher_cost.png")
+        _save(teacher_cost_figure(answered, cost_axis), out_dir / "teacher_cost.png")
 
 
 def _bar_chart(rows: list[dict], path: Path) -> None:
@@ -163,10 +246,6 @@ def _bar_chart(rows: list[dict], path: Path) -> None:
     _save(figure, path)
 
 
-def _teacher_cost_chart(rows: list[dict], path: Path) -> None:
-    _save(teacher_cost_figure(rows), path)
-
-
 def _save(figure, path: Path) -> None:
     """Write the chart beside its final name, then rename: a crash leaves the old chart whole."""
     import matplotlib.pyplot as plt
@@ -177,10 +256,21 @@ def _save(figure, path: Path) -> None:
     temporary.replace(path)
 
 
-def teacher_cost_figure(rows: list[dict]):
-    """Accuracy against teacher tokens per question: one point per method (and student), named in
-    a legend (labels beside the points overlap where methods cost alike). A method's variants
-    (first_step@k, on_uncertainty@τ) share a colour and are joined by a line: its cost curve."""
+def cost_of(row: dict, cost: str) -> float:
+    """A row's place on a cost axis: "tokens" (the teacher's, read + written, per question),
+    "written" (the teacher's written per question) or "price" (per 1,000 questions)."""
+    if cost == "price":
+        return row.get("teacher_price_per_question", 0.0) * 1000
+    return row.get("teacher_written_per_question" if cost == "written" else "teacher_tokens_per_question", 0.0)
+
+
+def teacher_cost_figure(rows: list[dict], cost: str = "tokens"):
+    """Accuracy against the teacher's cost, `cost` one of `AXIS_LABELS` (the axis says which, and
+    the price's unit): one point per method (and student), named in a legend (labels beside the
+    points overlap where methods cost alike). A method's variants (first_step@k,
+    on_uncertainty@τ) share a colour and are joined by a line: its cost curve."""
+    if cost not in AXIS_LABELS:
+        raise ValueError(f"cost axis {cost!r}: choose from {', '.join(AXIS_LABELS)}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,8 +283,8 @@ def teacher_cost_figure(rows: list[dict]):
     colours, markers = plt.get_cmap("tab10").colors, "osD^vP"
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for i, ((_, student), members) in enumerate(families.items()):
-        members.sort(key=lambda r: r.get("teacher_tokens_per_question", 0.0))
-        xs = [r.get("teacher_tokens_per_question", 0.0) for r in members]
+        members.sort(key=lambda r: cost_of(r, cost))
+        xs = [cost_of(r, cost) for r in members]
         ys = [r["accuracy"] for r in members]
         colour = colours[i % len(colours)]
         if len(members) > 1:
@@ -203,10 +293,19 @@ def teacher_cost_figure(rows: list[dict]):
             label = f"{row['method']} ({student[:16]})" if several else row["method"]
             axes.errorbar(x, y, yerr=[[y - row["ci_low"]], [row["ci_high"] - y]], fmt=markers[j % len(markers)],
                           capsize=3, color=colour, label=label)
-    axes.set_xlabel("teacher tokens per question")
+    prices = sorted({r["price"] for r in rows if r.get("price")}) if cost == "price" else []
+    if prices and any(r.get("teacher_cache_reported") is False for r in rows):
+        prices.append("where the server did not report its prompt cache, every prompt token priced as computed "
+                      "(an upper bound)")
+    axes.set_xlabel(AXIS_LABELS[cost] + "".join(f"\n{price}" for price in prices), fontsize=9)
     axes.set_ylabel("accuracy (95% CI)")
     axes.set_ylim(0, 1)
     axes.set_xlim(left=0)
     axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     figure.tight_layout()
     return figure
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 answer', '3 answers': a summary line reads as a sentence."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

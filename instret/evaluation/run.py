@@ -12,7 +12,9 @@ kind of failure, counted in the summary, and asked again by the next run.
 Cost, per row: the student's tokens (`prompt_tokens`, `completion_tokens`) and, for methods with
 a teacher (`teacher=` the LM their teacher predictors were given), the teacher's
 (`teacher_prompt_tokens`, `teacher_completion_tokens`); see `instret.lm.calls.CallLog` for how
-calls are told apart. A row whose calls DSPy's cache served is marked `cached` and counts what
+calls are told apart. Of each role's prompt tokens, `prompt_cached_tokens` and
+`teacher_prompt_cached_tokens` are those the server read from its prompt cache: None where the
+server did not report it (Ollama), never a guessed 0. A row whose calls DSPy's cache served is marked `cached` and counts what
 the answer cost when it was produced; its latency is the cache's, so the summary leaves it out.
 """
 
@@ -95,13 +97,16 @@ def held_out_questions(questions: Sequence[Question], corpus) -> list[Question]:
 
 
 def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, kind: str, out_dir: str | Path,
-             threads: int = 16, corpus=None, progress: bool = True, teacher=None, setup=None) -> EvalReport:
+             threads: int = 16, corpus=None, progress: bool = True, teacher=None, setup=None, price=None,
+             cost_axis: str = "price") -> EvalReport:
     """Answer every (method, student, question) not yet in `out_dir`, then summarize all of them.
 
     `teacher`: the `dspy.LM` that two-model methods were built with (`make_program(...,
     teacher=lm)`); its calls are counted as the teacher's, apart from the student's. `setup`: method
     -> `instret.evaluation.setup_cost.SetupCost`, teacher tokens spent before answering (default:
     the corpus's guides, for instruction retrieval), amortised over the questions answered.
+    `price`: an `instret.evaluation.cost.Price` for the teacher's tokens (default: `default_price`
+    of `teacher`); `cost_axis`: "price" or "written", the cost chart's axis.
     """
     import dspy
 
@@ -109,7 +114,10 @@ def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, ki
     from instret.lm.calls import CallLog
     from instret.lm.recovery import answer_with_recovery
     from instret.data.scoring import score_answer
+    from instret.evaluation.frontier import COST_AXES
 
+    if cost_axis not in COST_AXES:  # before the run, not after it
+        raise ValueError(f"cost axis {cost_axis!r}: choose from {', '.join(COST_AXES)}")
     check_no_leakage(questions, corpus)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +154,8 @@ def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, ki
                         "truncated": attempt.truncated, "outputs": _outputs(attempt), **student_tokens,
                         "teacher_prompt_tokens": teacher_tokens["prompt_tokens"],
                         "teacher_completion_tokens": teacher_tokens["completion_tokens"],
+                        "prompt_cached_tokens": attempt.prompt_cached_tokens("student"),
+                        "teacher_prompt_cached_tokens": attempt.prompt_cached_tokens("teacher"),
                         "latency_s": round(time.perf_counter() - started, 4)})
         with lock:
             report.answered_now += 1
@@ -162,8 +172,12 @@ def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, ki
         from instret.evaluation.setup_cost import setup_costs
 
         setup = setup_costs(methods, corpus)
-    report.summary = summarize(records, failures=report.failures, setup=setup)
-    write_outputs(report.summary, out_dir)
+    if price is None:
+        from instret.evaluation.cost import default_price
+
+        price = default_price(teacher)
+    report.summary = summarize(records, failures=report.failures, setup=setup, price=price)
+    write_outputs(report.summary, out_dir, cost_axis)
     return report
 
 

@@ -23,6 +23,8 @@ class SetupCost:
     what: str  # where the tokens were spent, for the table's note
     prompt_tokens: int
     completion_tokens: int
+    #: Of `prompt_tokens`, those the server read from its prompt cache; None: not recorded.
+    prompt_cached_tokens: int | None = None
 
     @property
     def tokens(self) -> int:
@@ -36,7 +38,8 @@ def corpus_cost(corpus) -> SetupCost | None:
     if not writing.get("prompt_tokens") and not writing.get("completion_tokens"):
         return None
     return SetupCost(f"corpus {Path(corpus.folder).name}'s {writing.get('guides', '?')} guides",
-                     int(writing.get("prompt_tokens", 0)), int(writing.get("completion_tokens", 0)))
+                     int(writing.get("prompt_tokens", 0)), int(writing.get("completion_tokens", 0)),
+                     _count_or_none(writing.get("prompt_cached_tokens")))
 
 
 def sg_data_cost(folder: str | Path) -> SetupCost:
@@ -50,7 +53,11 @@ def sg_data_cost(folder: str | Path) -> SetupCost:
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{report}: not an SG data report (field teacher_tokens: {error})") from None
     return SetupCost(f"SG data {Path(folder).name}", int(tokens.get("prompt_tokens", 0)),
-                     int(tokens.get("completion_tokens", 0)))
+                     int(tokens.get("completion_tokens", 0)), _count_or_none(tokens.get("prompt_cached_tokens")))
+
+
+def _count_or_none(value) -> int | None:
+    return None if value is None else int(value)
 
 
 def setup_costs(methods, corpus=None, sg_data: str | Path | None = None) -> dict[str, SetupCost]:

@@ -4,11 +4,19 @@
     >>> with log.recording(), dspy.context(lm=student_lm):
     ...     program(question="...")
     >>> log.tokens("teacher"), log.tokens("student"), log.cached_calls, log.truncated
+    >>> log.prompt_cached_tokens("teacher")   # of its prompt tokens, those the server's prompt cache held
 
 DSPy's usage tracker skips cache hits, so a rerun would record a cached answer as free. DSPy
 keeps the response, with the usage it reported when it was produced, in each call's history
 entry; `CallLog` reads that entry, so a cached call counts what it cost when it was made and is
 marked `cached`. It also reads the finish reason ("length": the call stopped at `max_tokens`).
+
+Two caches, two names. `cached` is DSPy's: the whole reply came from it and no server saw the call.
+`prompt_cached_tokens` is the server's: of the call's `prompt_tokens` (which include them), how many
+it read from its prompt cache (KV cache) instead of computing them, as it reported in OpenAI's
+`usage.prompt_tokens_details.cached_tokens` (llama.cpp's server, vLLM, OpenAI; Anthropic's
+cache reads via litellm and lm15). None where the server did not say, which is not 0: Ollama
+through litellm reports no such count.
 
 How: the log joins `dspy.settings.caller_modules` for the duration of `recording()`, so DSPy
 appends every history entry made in this thread (and in threads DSPy starts from it) to the log
@@ -45,6 +53,8 @@ class Call:
     finish_reason: str | None
     #: Wall time of the call here; a cached call's is the cache's, not the model's.
     seconds: float
+    #: Of `prompt_tokens`, those the server read from its prompt cache; None: it did not report them.
+    prompt_cached_tokens: int | None = None
 
     @property
     def truncated(self) -> bool:
@@ -80,6 +90,11 @@ class CallTotals:
     @property
     def truncated(self) -> bool:
         return any(c.truncated for c in self.calls)
+
+    def prompt_cached_tokens(self, role: str | None = None) -> int | None:
+        """Prompt tokens of `role` (every call's when None) the server read from its prompt cache;
+        None unless each of those calls reported it (see `total_prompt_cached`)."""
+        return total_prompt_cached(self.calls, role)
 
 
 @dataclass(eq=False)
@@ -119,10 +134,11 @@ class CallLog(CallTotals, BaseCallback):
         with self._lock:
             stack = self._running.get(threading.get_ident()) or [(None, None, None)]
             _, lm, started = stack[-1]
-        prompt, completion, cached, finish = read_entry(entry, lm)
+        prompt, completion, cached, finish, prompt_cached = read_entry(entry, lm)
         call = Call(model=str(entry.get("model") or getattr(lm, "model", "")), role=self.role_of(lm, entry),
                     prompt_tokens=prompt, completion_tokens=completion, cached=cached, finish_reason=finish,
-                    seconds=round(time.perf_counter() - started, 4) if started is not None else 0.0)
+                    seconds=round(time.perf_counter() - started, 4) if started is not None else 0.0,
+                    prompt_cached_tokens=prompt_cached)
         with self._lock:
             self.calls.append(call)
 
@@ -141,6 +157,15 @@ class CallLog(CallTotals, BaseCallback):
         return total_tokens(self.calls, role)
 
 
+def total_prompt_cached(calls, role: str | None = None) -> int | None:
+    """Of the prompt tokens of `calls` of `role`, those the server read from its prompt cache.
+
+    None unless every call that read a prompt reported the count: a sum over the calls that did
+    would pass a partial count off as the whole. No prompt read at all is a known 0."""
+    counts = [c.prompt_cached_tokens for c in calls if (role is None or c.role == role) and c.prompt_tokens]
+    return None if None in counts else sum(counts)
+
+
 def total_tokens(calls, role: str | None = None) -> dict[str, int]:
     """{"prompt_tokens", "completion_tokens"} over `calls` of `role` (all of them when None)."""
     chosen = [c for c in calls if role is None or c.role == role]
@@ -148,8 +173,9 @@ def total_tokens(calls, role: str | None = None) -> dict[str, int]:
             "completion_tokens": sum(c.completion_tokens for c in chosen)}
 
 
-def read_entry(entry: dict, lm=None) -> tuple[int, int, bool, str | None]:
-    """(prompt tokens, completion tokens, served from the cache, finish reason) of a DSPy history entry.
+def read_entry(entry: dict, lm=None) -> tuple[int, int, bool, str | None, int | None]:
+    """(prompt tokens, completion tokens, served from DSPy's cache, finish reason, prompt tokens the
+    server read from its prompt cache or None) of a DSPy history entry.
 
     On a cache hit DSPy writes `usage: {}` to the entry. DSPy's native engine keeps the cached
     response with the usage it had when it was produced; the litellm engine (Ollama, hosted
@@ -158,41 +184,62 @@ def read_entry(entry: dict, lm=None) -> tuple[int, int, bool, str | None]:
     usage = dict(entry.get("usage") or {})
     response = entry.get("response")
     responses = list(response) if isinstance(response, (list, tuple)) else [response]
-    produced = {"prompt_tokens": 0, "completion_tokens": 0}
+    produced = {"prompt_tokens": 0, "completion_tokens": 0, "prompt_cached": 0}
     finish, marked = None, False
     for item in responses:
-        prompt, completion, reason = _response_usage(item)
+        prompt, completion, reason, prompt_cached = _response_usage(item)
         produced["prompt_tokens"] += prompt
         produced["completion_tokens"] += completion
+        produced["prompt_cached"] = _add(produced["prompt_cached"], prompt_cached)
         finish = finish or reason
         marked = marked or bool(getattr(item, "cache_hit", False))
     cached = marked or (not _count(usage) and bool(_count(produced)))
     if cached and not _count(produced) and lm is not None:
         stored = _stored_response(lm, entry)
         if stored is not None:
-            produced = dict(zip(("prompt_tokens", "completion_tokens"), _response_usage(stored)[:2]))
-    source = produced if cached else usage
-    return int(source.get("prompt_tokens") or 0), int(source.get("completion_tokens") or 0), cached, finish
+            prompt, completion, _, prompt_cached = _response_usage(stored)
+            produced = {"prompt_tokens": prompt, "completion_tokens": completion, "prompt_cached": prompt_cached}
+    if cached:
+        source, prompt_cached = produced, produced.get("prompt_cached")
+    else:
+        source, prompt_cached = usage, _cached_of(usage)
+    return (int(source.get("prompt_tokens") or 0), int(source.get("completion_tokens") or 0), cached, finish,
+            prompt_cached)
 
 
 def _count(usage: dict) -> int:
     return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
 
 
-def _response_usage(response) -> tuple[int, int, str | None]:
-    """Tokens and finish reason of one response: DSPy's native `Response`, or an OpenAI-shaped
-    one from litellm (an object, or a dict after the disk cache)."""
+def _add(total: int | None, part: int | None) -> int | None:
+    return None if total is None or part is None else total + part
+
+
+def _cached_of(usage) -> int | None:
+    """`prompt_tokens_details.cached_tokens` of an OpenAI-shaped usage (dict or object); None when absent."""
+    from dspy.clients.legacy_outputs import value
+
+    details = value(usage, "prompt_tokens_details", None)
+    cached = value(details, "cached_tokens", None) if details is not None else None
+    return None if cached is None else int(cached)
+
+
+def _response_usage(response) -> tuple[int, int, str | None, int | None]:
+    """Tokens, finish reason and server-cached prompt tokens of one response: DSPy's native
+    `Response`, or an OpenAI-shaped one from litellm (an object, or a dict after the disk cache)."""
     if response is None:
-        return 0, 0, None
+        return 0, 0, None, None
     usage = getattr(response, "usage", None)
-    if hasattr(usage, "input_tokens"):  # dspy.lm15 Response
-        return int(usage.input_tokens or 0), int(usage.output_tokens or 0), getattr(response, "finish_reason", None)
+    if hasattr(usage, "input_tokens"):  # dspy.lm15 Response: its counters are None where not reported
+        return (int(usage.input_tokens or 0), int(usage.output_tokens or 0), getattr(response, "finish_reason", None),
+                usage.cache_read_tokens)
     from dspy.clients.legacy_outputs import value
 
     usage = value(response, "usage", None) or {}
     choices = value(response, "choices", None) or []
     finish = value(choices[0], "finish_reason", None) if choices else None
-    return int(value(usage, "prompt_tokens", 0) or 0), int(value(usage, "completion_tokens", 0) or 0), finish
+    return (int(value(usage, "prompt_tokens", 0) or 0), int(value(usage, "completion_tokens", 0) or 0), finish,
+            _cached_of(usage))
 
 
 def _stored_response(lm, entry: dict):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from instret.lm.spec import ModelSpec, backend_of, with_role_cap
 
-# Embedded defaults: llama.cpp in-process (instret.lm.local), weights pulled on first use; Ollama,
+# Embedded defaults: llama.cpp in-process (instret.lm.local.engine), weights pulled on first use; Ollama,
 # vLLM and hosted models are one model string away.
 DEFAULT_TEACHER = "local/qwen2.5-coder-1.5b"
 DEFAULT_STUDENT = "local/qwen2.5-coder-0.5b"

@@ -103,7 +103,7 @@ def fit_num_ctx(spec: ModelSpec, prompts_or_token_counts: Iterable, max_tokens: 
 
 def ollama_context_length(spec: ModelSpec) -> int | None:
     """The smallest trained window its Ollama servers report; None when none answers."""
-    from instret.lm.ollama_models import PROBE_TIMEOUT, show_model
+    from instret.lm.servers.ollama import PROBE_TIMEOUT, show_model
 
     lengths = []
     for url in spec.endpoints:

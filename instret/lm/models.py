@@ -12,9 +12,7 @@ config and notebooks all behave alike::
 from __future__ import annotations
 
 import logging
-import os
-import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 
 from instret.lm.spec import (DEFAULT_OLLAMA_BASE, MAX_RETRY_WAIT, PLACEHOLDER_KEY, ModelSpec,  # noqa: F401
                              as_spec, backend_of, is_secret_setting, needs_placeholder_key, stop_sequences)
@@ -25,7 +23,7 @@ def make_lm(model: "str | ModelSpec", **overrides):
 
     The engine is pinned per backend (`engine_for`), never left to `engine="auto"`, so each
     backend has one tested path.
-    Several endpoints, or a `retry_backoff`, need instret's engine (`instret.lm.routing`): DSPy
+    Several endpoints, or a `retry_backoff`, need instret's engine (`instret.lm.servers.routing`): DSPy
     waits between retries only as long as its engine's `retry_after` hint says.
     """
     from instret import _env  # noqa: F401  (no network from litellm)
@@ -35,13 +33,13 @@ def make_lm(model: "str | ModelSpec", **overrides):
     if stops := stop_sequences(spec):  # end a reply at DSPy's end-of-reply marker (see stop_sequences)
         spec = replace(spec, extra={**spec.extra, "stop": stops})
     if spec.backend == "local":  # the embedded llama.cpp engine, started at the model's first request
-        from instret.lm.local_lm import local_lm
+        from instret.lm.local.lm import local_lm
 
         return local_lm(spec)
     hide_in_logs(spec)
     register_self_hosted(spec)
     if len(spec.endpoints) > 1 or spec.retry_backoff is not None:
-        from instret.lm.routing import endpoint_lm
+        from instret.lm.servers.routing import endpoint_lm
 
         return endpoint_lm(spec)
     kwargs: dict = dict(spec.extra)

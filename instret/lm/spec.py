@@ -1,7 +1,7 @@
 """A model as instret names it: a `ModelSpec` (model string, servers, settings) and what follows from it.
 
 Plain data, with no client library imported: `instret.lm.models` turns a spec into a `dspy.LM`,
-and `instret.lm.routing` spreads it over several servers.
+and `instret.lm.servers.routing` spreads it over several servers.
 """
 
 from __future__ import annotations

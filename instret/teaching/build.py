@@ -63,10 +63,10 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
     `ModelSpec` or `dspy.LM`; `store_url` puts the guides on a Chroma server instead of the folder;
     `split` (e.g. from `holdout_split`) is recorded in the manifest. `on_plan(TeacherPlan)` is
     called after clustering, before the teacher: it shows the cost, and returning False stops there."""
-    from instret.lm.local_lm import on_idle_cores
+    from instret.lm.local.lm import on_idle_cores
     from instret.lm.models import ModelSpec, as_spec, make_lm
     from instret.programs import GuideWriter
-    from instret.lm.ollama_models import server_problem
+    from instret.lm.checks import server_problem
     from instret.lm.spec import with_role_cap
     from instret.teaching.writing import (FAILED_GUIDES, TeachingReport, sample_questions, teaching_inputs,
                                           write_guides)

@@ -45,7 +45,7 @@ def converter_dir(fetch: bool | None = None) -> Path:
         if not (folder / SCRIPT).exists():
             raise ConverterUnavailable(f"$INSTRET_LLAMA_CPP={folder} holds no {SCRIPT}")
         return folder
-    from instret.lm.catalog import cache_dir
+    from instret.lm.local.catalog import cache_dir
 
     root = cache_dir().parent / "llama.cpp"  # beside the model weights
     found = sorted(p.parent for p in root.glob(f"*/{SCRIPT}")) if root.exists() else []
@@ -146,7 +146,7 @@ def served_model_string(base: str, base_gguf: Path | None, adapter_gguf: str | N
     if base_gguf is None or adapter_gguf is None:
         return None
     name = base[len("local/"):] if base.startswith("local/") else base
-    from instret.lm import catalog
+    from instret.lm.local import catalog
 
     head = name if name in catalog.CATALOG else str(Path(base_gguf).resolve())
     return f"local/{head}+{adapter_gguf}"

@@ -80,7 +80,7 @@ class LocalProvider(Provider):
         """Make `lm` (named `local/...`) an LM served by the embedded engine; nothing for other models."""
         if self.frozen or not lm.model.startswith("local/"):
             return
-        from instret.lm.local import parse_local
+        from instret.lm.local.engine import parse_local
         from instret.lm.models import make_lm
 
         try:
@@ -99,7 +99,7 @@ class LocalProvider(Provider):
         model_string = (lm.launch_kwargs or {}).get("model_string") or lm.model
         if self.frozen or not model_string.startswith("local/"):
             return
-        from instret.lm.local import parse_local, running_servers
+        from instret.lm.local.engine import parse_local, running_servers
 
         try:
             wanted = parse_local(model_string)
@@ -134,7 +134,7 @@ def launch_lms(program) -> None:
 
 
 def _default_out(model: str, train_data, settings) -> Path:
-    from instret.lm.catalog import cache_dir
+    from instret.lm.local.catalog import cache_dir
 
     digest = hashlib.sha256(json.dumps([model, train_data, settings.__dict__], sort_keys=True, default=str)
                             .encode("utf-8")).hexdigest()[:12]

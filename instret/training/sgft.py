@@ -142,7 +142,7 @@ def resolve_base(base: str) -> tuple[str, Path]:
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path}: not a Hugging Face model folder (no config.json)")
         return "hf", path.resolve()
-    from instret.lm import catalog
+    from instret.lm.local import catalog
 
     if name in catalog.CATALOG:
         return "gguf", catalog.cached_path(name) or catalog.pull(name)

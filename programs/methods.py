@@ -1,0 +1,78 @@
+"""Every answering method by name: `make_program("cot")`, `make_program("on_uncertainty@0.7", teacher=lm)`.
+
+The one registry the CLI, `evaluate` and the notebooks build programs from. It sits above the
+programs' own modules, so they never import it (nor each other through it).
+"""
+
+from __future__ import annotations
+
+from instret.corpus.retrieval import GuideRetriever, PassageRetriever
+from instret.programs.answering import (AnsweringProgram, ChainOfThoughtQA, GenericGuideQA, InstructionRetrievalQA,
+                                        PassageRAGQA, ZeroShotQA)
+from instret.programs.intervention import FACTORIES as INTERVENTIONS
+from instret.programs.intervention import variant
+from instret.programs.solution_guidance import FACTORIES as SOLUTION_GUIDANCE
+
+
+def _zero_shot(corpus, kind, **_):
+    return ZeroShotQA(kind)
+
+
+def _chain_of_thought(corpus, kind, **_):
+    return ChainOfThoughtQA(kind)
+
+
+def _generic_guide(corpus, kind, guide=None, **_):
+    return GenericGuideQA(kind, guide=guide)
+
+
+def _passage_rag(corpus, kind, k=2, embedder=None, **_):
+    return PassageRAGQA(PassageRetriever(_needed(corpus, "passage_rag"), k=k, embedder=embedder), kind)
+
+
+def _instruction_retrieval(corpus, kind, k=2, mode="guides", min_similarity=0.2, embedder=None, **_):
+    retriever = GuideRetriever(_needed(corpus, "instruction_retrieval"), k=k, mode=mode,
+                               min_similarity=min_similarity, embedder=embedder)
+    return InstructionRetrievalQA(retriever, kind)
+
+
+class CorpusNeeded(ValueError):
+    """A method that retrieves was given no corpus; the CLI says it in its own words (`--corpus DIR`)."""
+
+    def __init__(self, method: str):
+        self.method = method
+        super().__init__(f"{method} retrieves from a corpus: make_program({method!r}, Corpus.open(folder), kind), "
+                         f"or a method that needs none, such as 'cot'")
+
+
+def _needed(corpus, method: str):
+    if corpus is None:
+        raise CorpusNeeded(method)
+    return corpus
+
+
+#: name -> factory(corpus, kind, **options). Options a method does not use are ignored, so one
+#: set of options can drive every method of a comparison.
+METHODS = {"zero_shot": _zero_shot, "cot": _chain_of_thought, "passage_rag": _passage_rag,
+           "generic_guide": _generic_guide, "instruction_retrieval": _instruction_retrieval,
+           **INTERVENTIONS, **SOLUTION_GUIDANCE}
+OPTIONS = frozenset({"k", "mode", "min_similarity", "embedder", "guide", "teacher",
+                     "teacher_steps", "handoff", "threshold", "max_interventions"})
+#: Methods that cannot run without a teacher LM (`make_program(..., teacher=lm)`).
+NEEDS_TEACHER = frozenset({"first_step", "on_uncertainty", "teacher_cot", "solution_guidance"})
+
+
+def make_program(method: str, corpus=None, kind: str = "numeric", **options) -> AnsweringProgram:
+    """Build the program `method` names; unknown names and misspelt options are refused.
+
+    A variant `method@value` sets that method's main option: `first_step@2` (teacher_steps),
+    `on_uncertainty@0.7` (threshold)."""
+    if "@" in method:
+        method, preset = variant(method)
+        options = {**options, **preset}
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    unknown = set(options) - OPTIONS
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(sorted(unknown))}; the methods take {', '.join(sorted(OPTIONS))}")
+    return METHODS[method](corpus, kind, **options)
