@@ -20,9 +20,13 @@ Teacher and student always have a `max_tokens`: the file's, a flag's (`--max-tok
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 from instret.lm.spec import ModelSpec, backend_of, with_role_cap
 
