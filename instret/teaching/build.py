@@ -126,6 +126,7 @@ def build_corpus(questions: Sequence[Question], folder: str | Path, *, domain: s
                           cluster_label=c.label) for c in clusters if c.id in finished]
     _store(GuideStore.open(store_url or folder / CHROMA, name=_store_name(folder)), stored, cached,
            questions, vectors, clusters)
+    cached.cache.close()  # now, not at garbage collection: SQLite then folds its -wal file into the database
     seconds["store"] = time.perf_counter() - clock
 
     manifest = Manifest(

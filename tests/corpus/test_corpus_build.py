@@ -70,6 +70,13 @@ def test_second_run_asks_and_embeds_nothing(built):
     assert second.guides_written == 0 and second.guides_reused == first.n_clusters
 
 
+def test_build_leaves_its_embedding_cache_closed(built):
+    """Closed when the build returns, not at garbage collection: no -wal file is left to vanish later."""
+    folder = built[0]
+    assert (folder / "embeddings.sqlite").exists()
+    assert not (folder / "embeddings.sqlite-wal").exists()
+
+
 def test_teacher_prompt_holds_typical_questions_with_solutions(built):
     _, _, _, _, engine = built
     prompt = engine.prompts[0]
