@@ -51,7 +51,8 @@ from instret.signatures.intervention import (ContinueSolution, NextStep, Questio
                                              intervention_signature)
 
 #: method -> the option a `method@value` variant sets: `first_step@2`, `on_uncertainty@0.7`.
-VARIANTS = {"first_step": ("teacher_steps", int), "on_uncertainty": ("threshold", float)}
+VARIANTS = {"first_step": ("teacher_steps", int), "on_uncertainty": ("threshold", float),
+            "teacher_check": ("threshold", float), "first_error": ("rounds", int), "cascade": ("accept", float)}
 #: How the student receives steps it did not write (see the module docstring).
 HANDOFFS = ("prompt", "reply")
 #: Methods whose student must return token log-probabilities.
@@ -143,6 +144,8 @@ class OnUncertaintyQA(TwoModelProgram):
     `interventions`. A student backend without log-probabilities raises `LogprobsUnavailable`.
     """
 
+    scores_field = "step_confidences"  # the prediction field of each draft's score
+
     def __init__(self, kind: str = "numeric", teacher=None, policy: InterventionPolicy | None = None,
                  max_steps: int = 12, handoff: str = "reply"):
         super().__init__(kind)
@@ -160,7 +163,7 @@ class OnUncertaintyQA(TwoModelProgram):
         inputs = answer_inputs(self.kind, question, options)
         written = self.write_steps(inputs)
         prediction = written.answered or finished_from(self, inputs, render_steps(written.steps))
-        return extended(prediction, step_confidences=written.confidences, rewritten_steps=written.rewritten,
+        return extended(prediction, **{self.scores_field: written.confidences}, rewritten_steps=written.rewritten,
                         interventions=len(written.rewritten))
 
     def write_steps(self, inputs: dict) -> WrittenSteps:
@@ -168,7 +171,7 @@ class OnUncertaintyQA(TwoModelProgram):
         whose step replaces the draft in every later prompt. Ends at a step stating the final
         answer, an empty step, a student reply that reached its answer, or `max_steps`."""
         student = self.step.lm or dspy.settings.lm
-        require_logprobs(student)
+        self.check_student(student)
         written = WrittenSteps()
         for number in range(1, self.max_steps + 1):
             scored_before = any(score is not None for score in written.confidences)
@@ -188,23 +191,11 @@ class OnUncertaintyQA(TwoModelProgram):
         return written
 
     def next_step(self, predictor, inputs: dict, steps: list[str], config: dict) -> tuple[str, dspy.Prediction | None]:
-        """The step `predictor` writes after `steps`, and its reply (None: the reply did not parse):
-        in its prompt's `steps_so_far`, or continuing a reply that starts with them and with the
-        next step's marker (`cot`'s prompt does not ask for numbered steps: without the marker a
-        small model writes its whole solution as one step, and the stop never comes)."""
-        given = render_steps(steps) if steps else ""
-        try:
-            if self.handoff == "prompt":
-                reply = predictor(**inputs, steps_so_far=render_steps(steps), config=config)
-                return leading_step(reply.next_step), reply
-            marker = step_marker(len(steps) + 1)
-            with dspy.context(adapter=ContinuedReply(reply_prefix("reasoning", given) + marker, partial=True)):
-                reply = predictor(**inputs, config=config)
-            step = leading_step(after(given, reply.reasoning))
-        except AdapterParseError as error:
-            step, reply = leading_step(after(given, raw_text(error))), None
-        # The marker was instret's, not the model's: a reply that stopped right after it wrote no step.
-        return ("" if not step.removeprefix(marker).strip() else step), reply
+        return write_step(predictor, self.handoff, inputs, steps, config)
+
+    def check_student(self, student) -> None:
+        """Refuse, before any call, a student backend known to return no log-probabilities."""
+        require_logprobs(student)
 
     def drafted_step(self, student, inputs: dict, steps: list[str], number: int, scored_before: bool = False):
         """The student's next step, its mean token probability (None: unscored), its reply (None: it did
@@ -255,6 +246,26 @@ def cot_signature(kind: str) -> type[dspy.Signature]:
     """`cot`'s own signature (reasoning, then the typed answer): a reply that continues given steps
     has `cot`'s prompt word for word."""
     return answer_signature(kind, guided=False).prepend("reasoning", reasoning_field(), type_=str)
+
+
+def write_step(predictor, handoff: str, inputs: dict, steps: list[str], config: dict) -> tuple[str, dspy.Prediction | None]:
+    """The step `predictor` writes after `steps`, and its reply (None: the reply did not parse):
+    in its prompt's `steps_so_far`, or continuing a reply that starts with them and with the
+    next step's marker (`cot`'s prompt does not ask for numbered steps: without the marker a
+    small model writes its whole solution as one step, and the stop never comes)."""
+    given = render_steps(steps) if steps else ""
+    marker = step_marker(len(steps) + 1) if handoff == "reply" else ""
+    try:
+        if handoff == "prompt":
+            reply = predictor(**inputs, steps_so_far=render_steps(steps), config=config)
+            return leading_step(reply.next_step), reply
+        with dspy.context(adapter=ContinuedReply(reply_prefix("reasoning", given) + marker, partial=True)):
+            reply = predictor(**inputs, config=config)
+        step = leading_step(after(given, reply.reasoning))
+    except AdapterParseError as error:
+        step, reply = leading_step(after(given, raw_text(error))), None
+    # The marker was instret's, not the model's: a reply that stopped right after it wrote no step.
+    return ("" if not step.removeprefix(marker).strip() else step), reply
 
 
 def finished_from(program, inputs: dict, given: str) -> dspy.Prediction:

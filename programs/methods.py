@@ -11,6 +11,8 @@ from instret.programs.answering import (AnsweringProgram, ChainOfThoughtQA, Gene
                                         PassageRAGQA, ZeroShotQA)
 from instret.programs.intervention import FACTORIES as INTERVENTIONS
 from instret.programs.intervention import variant
+from instret.programs.judging import FACTORIES as JUDGING
+from instret.programs.judging import CascadeQA
 from instret.programs.solution_guidance import FACTORIES as SOLUTION_GUIDANCE
 
 
@@ -36,6 +38,20 @@ def _instruction_retrieval(corpus, kind, k=2, mode="guides", min_similarity=0.2,
     return InstructionRetrievalQA(retriever, kind)
 
 
+#: The cascade `make_program("cascade")` builds unless `stages=` names others.
+CASCADE_STAGES = ("cot", "first_error", "teacher_cot")
+
+
+def _cascade(corpus, kind, teacher=None, stages=None, verdict=None, accept=None, **options):
+    """Each stage built as `make_program` builds it, from the same options; the cascade's own
+    `verdict` judges solutions, so a teacher_check stage keeps its step verdict default."""
+    names = [name.strip() for name in stages.split(",")] if isinstance(stages, str) else list(stages or CASCADE_STAGES)
+    if any(name.split("@")[0] == "cascade" for name in names):
+        raise ValueError("a cascade's stages cannot hold another cascade")
+    built = {name: make_program(name, corpus, kind, teacher=teacher, **options) for name in names if name}
+    return CascadeQA(built, kind, teacher=teacher, verdict=verdict, accept=0.5 if accept is None else accept)
+
+
 class CorpusNeeded(ValueError):
     """A method that retrieves was given no corpus; the CLI says it in its own words (`--corpus DIR`)."""
 
@@ -55,18 +71,21 @@ def _needed(corpus, method: str):
 #: set of options can drive every method of a comparison.
 METHODS = {"zero_shot": _zero_shot, "cot": _chain_of_thought, "passage_rag": _passage_rag,
            "generic_guide": _generic_guide, "instruction_retrieval": _instruction_retrieval,
-           **INTERVENTIONS, **SOLUTION_GUIDANCE}
+           **INTERVENTIONS, **JUDGING, "cascade": _cascade, **SOLUTION_GUIDANCE}
 OPTIONS = frozenset({"k", "mode", "min_similarity", "embedder", "guide", "teacher",
-                     "teacher_steps", "handoff", "threshold", "max_interventions"})
+                     "teacher_steps", "handoff", "threshold", "max_interventions", "verdict", "rounds",
+                     "stages", "accept"})
 #: Methods that cannot run without a teacher LM (`make_program(..., teacher=lm)`).
-NEEDS_TEACHER = frozenset({"first_step", "on_uncertainty", "teacher_cot", "solution_guidance"})
+NEEDS_TEACHER = frozenset({"first_step", "on_uncertainty", "teacher_cot", "solution_guidance", "teacher_check",
+                           "first_error", "cascade"})
 
 
 def make_program(method: str, corpus=None, kind: str = "numeric", **options) -> AnsweringProgram:
     """Build the program `method` names; unknown names and misspelt options are refused.
 
     A variant `method@value` sets that method's main option: `first_step@2` (teacher_steps),
-    `on_uncertainty@0.7` (threshold)."""
+    `on_uncertainty@0.7` and `teacher_check@0.7` (threshold), `first_error@2` (rounds),
+    `cascade@0.7` (accept)."""
     if "@" in method:
         method, preset = variant(method)
         options = {**options, **preset}

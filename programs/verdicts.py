@@ -189,9 +189,16 @@ VERDICTS = {cls.name: cls for cls in (YesNo, Score09, Recompute, FinalAnswer)}
 
 
 def make_verdict(name: str, teacher) -> Verdict:
+    """The design `name` of `VERDICTS`, judging with `teacher` (an LM or a model string)."""
     if name not in VERDICTS:
         raise ValueError(f"unknown verdict {name!r}: choose from {', '.join(VERDICTS)}")
     return VERDICTS[name](teacher)
+
+
+def solution_text(reasoning: str | None, answer=None) -> str:
+    """A solution as a verdict reads it: the reasoning, then "The final answer is X." when parsed."""
+    reasoning = (reasoning or "").strip()
+    return f"{reasoning}\nThe final answer is {answer}." if answer is not None else reasoning
 
 
 # --- reading the verdict -----------------------------------------------------------------

@@ -62,3 +62,12 @@ class BareAnswer(dspy.Signature):
 
     question: str = dspy.InputField()
     answer: str = dspy.OutputField(desc="the number only")
+
+class FirstWrongStep(dspy.Signature):
+    """Check a student's step-by-step solution of the problem. Find the first step that is wrong: a
+    misread quantity, a wrong operation or a wrong calculation. Write only its number, or 0 if
+    every step is right."""
+
+    question: str = dspy.InputField()
+    solution: str = dspy.InputField(desc="the student's solution, one step per line as 'Step n: ...'")
+    first_wrong_step: str = dspy.OutputField(desc="the number of the first wrong step, or 0")  # read with parse_number

@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 METHOD_NAMES = ("zero_shot", "cot", "passage_rag", "generic_guide", "instruction_retrieval",
-                "quest_cot", "first_step", "on_uncertainty", "teacher_cot", "solution_guidance")
+                "quest_cot", "first_step", "on_uncertainty", "teacher_check", "first_error", "cascade",
+                "teacher_cot", "solution_guidance")
+#: The teacher's verdict designs (`instret.programs.verdicts.VERDICTS`; a test keeps them alike).
+VERDICT_NAMES = ("yes_no", "score", "recompute", "final_answer")
 
 
 def register(commands) -> None:
@@ -21,7 +24,8 @@ def register(commands) -> None:
                         help="a multiple-choice option, repeated: --option 'A=Aspirin' --option 'B=...'")
     answer.add_argument("--method", default="instruction_retrieval", type=_method, metavar="METHOD",
                         help=f"one of {', '.join(METHOD_NAMES)}; a variant sets its main option: first_step@2 "
-                             "(teacher steps), on_uncertainty@0.7 (threshold)")
+                             "(teacher steps), on_uncertainty@0.7 and teacher_check@0.7 (threshold), "
+                             "first_error@2 (rounds), cascade@0.7 (accept)")
     answer.add_argument("--program", help="compiled program JSON to load (from `instret compile`)")
     answer.add_argument("--teacher", help="teacher model for the methods that need one (first_step, teacher_cot ...)")
     answer.add_argument("--teacher-api-base")
@@ -49,7 +53,8 @@ def register(commands) -> None:
                                "(first_step@1, first_step@2 ...; default 1)")
     evaluate.add_argument("--threshold", metavar="T[,T...]",
                           help="on_uncertainty: the teacher rewrites a student step whose mean token probability "
-                               "is under T; several values give one method each (on_uncertainty@0.7 ...; default 0.9)")
+                               "is under T (default 0.9); teacher_check: whose verdict is under T (default 0.5); "
+                               "several values give one method each (on_uncertainty@0.7, teacher_check@0.7 ...)")
     _intervention_options(evaluate)
     evaluate.add_argument("--sg-data", metavar="FOLDER",
                           help="solution_guidance: the SG data the guide model was fine-tuned on; its teacher "
@@ -90,7 +95,14 @@ def _intervention_options(parser: argparse.ArgumentParser) -> None:
                              "(default; needs a server that continues a prefilled reply: llama.cpp, every "
                              "local/ model), or go in its prompt (any server)")
     parser.add_argument("--max-interventions", type=int, metavar="M",
-                        help="on_uncertainty: most steps the teacher rewrites per question (default 3)")
+                        help="on_uncertainty, teacher_check: most steps the teacher rewrites per question (default 3)")
+    parser.add_argument("--verdict", choices=VERDICT_NAMES,
+                        help="teacher_check: the teacher's verdict on each step (default recompute); cascade: "
+                             "on each stage's solution (default yes_no). yes_no and score need a teacher that "
+                             "returns token log-probabilities")
+    parser.add_argument("--stages", metavar="METHOD[,METHOD...]",
+                        help="cascade: the methods tried in turn, the first whose solution the verdict accepts "
+                             "answers (default cot,first_error,teacher_cot)")
 
 
 def _settings(args):
@@ -129,7 +141,8 @@ def _program(method: str, corpus, kind: str, args, compiled: str | None = None, 
     try:
         program = make_program(method, corpus, kind, k=args.k, mode=args.mode, min_similarity=args.min_similarity,
                                teacher=teacher, max_interventions=getattr(args, "max_interventions", None),
-                               handoff=getattr(args, "handoff", None))
+                               handoff=getattr(args, "handoff", None), verdict=getattr(args, "verdict", None),
+                               stages=getattr(args, "stages", None))
     except CorpusNeeded as error:  # the library's words name a Python call; a CLI user needs a flag
         raise ValueError(f"--method {error.method} retrieves from a corpus: pass --corpus DIR (a folder "
                          f"`instret corpus build` wrote), or choose a method that needs none, e.g. --method cot") from None
@@ -153,7 +166,7 @@ def _answer(args) -> int:
     teacher_spec = settings.teacher if _base(args.method) in NEEDS_TEACHER else None
     program = _program(args.method, corpus, kind, args, args.program,
                        teacher=make_lm(teacher_spec) if teacher_spec else None)
-    if not _logprobs_ready([settings.student], [args.method]) or not _models_ready(
+    if not _logprobs_ready([settings.student], [args.method], teacher_spec, args.verdict) or not _models_ready(
             [("student", settings.student)] + ([("teacher", teacher_spec)] if teacher_spec else [])):
         return 1
     try:
@@ -174,6 +187,9 @@ def _answer(args) -> int:
         print(f"\nThe teacher's first steps ({teacher_spec.model}):\n{prediction.teacher_steps}")
     if prediction.get("guidance"):
         print(f"\nSolution guidance ({teacher_spec.model}):\n{prediction.guidance}")
+    if prediction.get("cascade_stage"):
+        print(f"\nAnswered by the cascade's stage {prediction.cascade_stage} (verdicts on the stages before it: "
+              f"{', '.join('none' if v is None else f'{v:.2f}' for v in prediction.cascade_verdicts) or 'none'})")
     if prediction.get("rewritten_steps"):
         print(f"\nSteps rewritten by the teacher ({teacher_spec.model}): "
               f"{', '.join(map(str, prediction.rewritten_steps))}")
@@ -216,9 +232,9 @@ def _eval(args) -> int:
         if args.students else [settings.student]
     methods = _variants([m.strip() for m in args.methods.split(",") if m.strip()], args)
     setup = setup_costs(methods, corpus, args.sg_data)  # a bad --sg-data folder stops here, before any model starts
-    if not _logprobs_ready(specs, methods):
-        return 1
     teacher_spec = settings.teacher if _wants_teacher(settings, methods) else None
+    if not _logprobs_ready(specs, methods, teacher_spec, args.verdict):
+        return 1
     if not _models_ready([("student", spec) for spec in specs]  # before a long run, not at question 1
                          + ([("teacher", teacher_spec)] if teacher_spec else [])):
         return 1
@@ -259,7 +275,7 @@ def _variants(methods: list[str], args) -> list[str]:
     """`--teacher-steps 1,2` and `--threshold 0.5,0.9` turn first_step and on_uncertainty into one
     method per value (first_step@1, first_step@2, on_uncertainty@0.5 ...): one point each on the
     chart of accuracy against teacher tokens."""
-    values = {"first_step": args.teacher_steps, "on_uncertainty": args.threshold}
+    values = {"first_step": args.teacher_steps, "on_uncertainty": args.threshold, "teacher_check": args.threshold}
     expanded = []
     for method in methods:
         listed = [value.strip() for value in (values.get(method) or "").split(",") if value.strip()]
@@ -267,19 +283,26 @@ def _variants(methods: list[str], args) -> list[str]:
     return expanded
 
 
-def _logprobs_ready(specs, methods) -> bool:
-    """Methods that read the student's token log-probabilities refuse, before the run, a student
-    whose backend returns none."""
+def _logprobs_ready(specs, methods, teacher=None, verdict=None) -> bool:
+    """Methods that read token log-probabilities refuse, before the run, a model whose backend
+    returns none: the student's for on_uncertainty, the teacher's for a yes_no or score verdict."""
     from instret.lm.steps import LogprobsUnavailable, require_logprobs
     from instret.programs.intervention import NEEDS_LOGPROBS
+    from instret.programs.judging import verdict_of
 
-    for method in sorted({m.split("@", 1)[0] for m in methods} & NEEDS_LOGPROBS):
-        for spec in specs:
-            try:
+    bases = {m.split("@", 1)[0] for m in methods}
+    try:
+        for method in sorted(bases & NEEDS_LOGPROBS):
+            for spec in specs:
                 require_logprobs(spec, method)
-            except LogprobsUnavailable as error:
-                print(f"instret: error: {error}", file=sys.stderr)
-                return False
+        for method in sorted(bases & {"teacher_check", "cascade"}):
+            name = verdict_of(method, verdict)
+            if teacher is not None and name in ("yes_no", "score"):
+                require_logprobs(teacher, f"{method}'s {name} verdict", role="teacher",
+                                 instead="--verdict recompute (teacher_check) or --verdict final_answer (cascade)")
+    except LogprobsUnavailable as error:
+        print(f"instret: error: {error}", file=sys.stderr)
+        return False
     return True
 
 

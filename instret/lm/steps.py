@@ -92,16 +92,17 @@ class LogprobsUnavailable(RuntimeError):
     """The student's backend returns no token log-probabilities."""
 
 
-def require_logprobs(lm, method: str = "on_uncertainty") -> None:
-    """Refuse, before any call, a backend known not to return log-probabilities."""
+def require_logprobs(lm, method: str = "on_uncertainty", role: str = "student", instead: str = "") -> None:
+    """Refuse, before any call, a backend known not to return log-probabilities; `instead`: a
+    method option that needs none, named in the error."""
     model = str(getattr(lm, "model", "") or "")
     if model.startswith(("ollama_chat/", "ollama/")):
         name = model.split("/", 1)[1]
         raise LogprobsUnavailable(
-            f"{method} needs token log-probabilities from the student, and {model} (litellm's Ollama "
+            f"{method} needs token log-probabilities from the {role}, and {model} (litellm's Ollama "
             f"client) does not return them. Use that server's OpenAI-compatible path instead: "
-            f"--student openai/{name} --student-api-base http://<ollama host>:11434/v1 (or a local/, vLLM or "
-            f"llama.cpp model).")
+            f"--{role} openai/{name} --{role}-api-base http://<ollama host>:11434/v1 (or a local/, vLLM or "
+            f"llama.cpp model)" + (f", or {instead}." if instead else "."))
 
 
 def token_logprobs(logprobs) -> list[tuple[str, float]]:
