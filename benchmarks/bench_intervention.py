@@ -17,6 +17,7 @@ Teacher `local/qwen2.5-coder-1.5b`, student `local/qwen2.5-coder-0.5b` (`--stude
 for more, e.g. the 270M base if it follows the format), both in-process llama.cpp servers. Data:
 the first `--limit` questions of the GSM8K test file and of SVAMP (`../shared/data/math`). Methods:
 cot, quest_cot, first_step@k for each `--teacher-steps`, on_uncertainty@τ for each `--thresholds`,
+teacher_check@τ for each `--check-thresholds`, first_error, cascade (`--stages`, `--verdict`),
 teacher_cot. Each data set is one `evaluate` run into `--out/<data set>/` (results.jsonl with per-role
 tokens, summary.json, accuracy.png and teacher_cost.png: accuracy against the teacher's cost,
 `--cost-axis` price or written tokens, one point per method); interrupted, rerun the same command and
@@ -46,13 +47,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `programs` and `signatures` are top-level packages of the repository
 DATA = REPO.parent / "shared" / "data" / "math"
+#: Issue 24's first target: this share of teacher_cot's accuracy for at most this share of its written tokens.
+TARGET_SHARE, TARGET_WRITTEN = 0.9, 0.3
 DATASETS = {"gsm8k": DATA / "gsm8k" / "test.jsonl", "svamp": DATA / "svamp" / "SVAMP.json"}
 
 
 def methods(args) -> list[str]:
     """Every method and variant the run compares, in table order; `--methods` keeps some."""
     names = (["cot", "quest_cot"] + [f"first_step@{k}" for k in args.teacher_steps]
-             + [f"on_uncertainty@{t:g}" for t in args.thresholds] + ["teacher_cot"])
+             + [f"on_uncertainty@{t:g}" for t in args.thresholds]
+             + [f"teacher_check@{t:g}" for t in args.check_thresholds] + ["first_error", "cascade", "teacher_cot"])
     keep = set(args.methods.split(",")) if args.methods else None
     return [name for name in names if keep is None or name.split("@")[0] in keep]
 
@@ -65,17 +69,27 @@ def run_dataset(name: str, path: Path, args, teacher, students: dict) -> list[di
     questions = load_questions(str(path)).questions[:args.limit]
     names = methods(args)
     programs = {m: make_program(m, None, "numeric", teacher=teacher, max_interventions=args.max_interventions,
-                                handoff=args.handoff) for m in names}
-    started = time.perf_counter()
-    report = evaluate(questions, methods=programs, students=students, kind="numeric", out_dir=args.out / name,
-                      threads=args.threads, teacher=teacher, progress=not args.no_progress, price=args.price,
-                      cost_axis=args.cost_axis)
+                                handoff=args.handoff, verdict=args.verdict, stages=args.stages) for m in names}
+    started, answered_now, failed = time.perf_counter(), 0, {}
+    # --fresh-cache: one method at a time, each from an empty DSPy cache; the last call (every
+    # method, all answered) asks nothing and summarizes the journal
+    for group in ([[m] for m in names] if args.fresh_cache else []) + [names]:
+        if args.fresh_cache and len(group) == 1:
+            import dspy
+
+            dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)  # empty, this process only
+        report = evaluate(questions, methods={m: programs[m] for m in group}, students=students, kind="numeric",
+                          out_dir=args.out / name, threads=args.threads, teacher=teacher,
+                          progress=not args.no_progress, price=args.price, cost_axis=args.cost_axis)
+        answered_now += report.answered_now
+        failed.update({kind: failed.get(kind, 0) + count for kind, count in report.failures.items()})
     seconds = time.perf_counter() - started
     rows = [row for row in report.summary if "accuracy" in row]
-    print(f"\n## {name}: first {len(questions)} questions of {path.name}; {report.answered_now} answers now, "
-          f"{report.answered_before} from an earlier run, {seconds:.0f} s")
-    if report.failures:
-        print(f"failed items (rerun to ask them again): {report.failures}")
+    earlier = report.answered_before - (answered_now if args.fresh_cache else 0)  # the last call saw them all
+    print(f"\n## {name}: first {len(questions)} questions of {path.name}; {answered_now} answers now, "
+          f"{earlier} from an earlier run, {seconds:.0f} s")
+    if failed:
+        print(f"failed items (rerun to ask them again): {failed}")
     return show(rows, names, args, name)
 
 
@@ -110,16 +124,17 @@ def table(rows: list[dict], order: list[str], cost_axis: str = "price") -> str:
     """The markdown table, then what its cost columns mean and each role's prompt cache."""
     from instret.evaluation.report import cost_notes, frontier_cell, prompt_cache_lines, tokens_or_unknown
 
-    lines = ["| method | student | n | accuracy [95% CI] | vs cot (McNemar p) | teacher tokens/q | written "
-             "| read, computed | read from cache | teacher price/1k q | teacher share | frontier |",
-             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| method | student | n | accuracy [95% CI] | vs cot (McNemar p) | vs teacher_cot (p) | teacher tokens/q "
+             "| written | read, computed | read from cache | teacher price/1k q | teacher share | frontier |",
+             "|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     rank = {name: i for i, name in enumerate(order)}
     rows = sorted(rows, key=lambda r: (r["student"], rank.get(r["method"], len(rank))))
     for row in rows:
-        versus = (f"{row['vs_cot_diff']:+.1%} (p={row['vs_cot_p']:.3f})" if "vs_cot_diff" in row else "—")
+        versus, ceiling = (f"{row[f'vs_{b}_diff']:+.1%} (p={row[f'vs_{b}_p']:.3f})" if f"vs_{b}_diff" in row else "—"
+                           for b in ("cot", "teacher_cot"))
         computed = row.get("teacher_computed_per_question")
         lines.append(f"| {row['method']} | {row['student']} | {row['n']} | {row['accuracy']:.1%} "
-                     f"[{row['ci_low']:.1%}, {row['ci_high']:.1%}] | {versus} | "
+                     f"[{row['ci_low']:.1%}, {row['ci_high']:.1%}] | {versus} | {ceiling} | "
                      f"{row.get('teacher_tokens_per_question', 0):.0f} | {row['teacher_written_per_question']:.0f} | "
                      f"{'—' if computed is None else f'{computed:.0f}'} | "
                      f"{tokens_or_unknown(row.get('teacher_cached_per_question'))} | "
@@ -140,14 +155,18 @@ def claim(rows: list[dict]) -> str:
         if not cot or not ceiling:
             continue
         gap = ceiling["accuracy"] - cot["accuracy"]
-        for method in sorted(m for m in by_method if m.startswith(("first_step", "on_uncertainty"))):
+        for method in sorted(m for m in by_method if m not in ("cot", "quest_cot", "teacher_cot")):
             row = by_method[method]
             closed = f"{(row['accuracy'] - cot['accuracy']) / gap:.0%} of the gap" if gap > 0 else "no gap to close"
             cost, written = (row[key] / ceiling[key] if ceiling.get(key) else float("nan")
                              for key in ("teacher_tokens_per_question", "teacher_written_per_question"))
+            share = row["accuracy"] / ceiling["accuracy"] if ceiling["accuracy"] else float("nan")
+            target = "meets" if share >= TARGET_SHARE and written <= TARGET_WRITTEN else "misses"
             lines.append(f"{student} {method}: {row['accuracy']:.1%} between cot {cot['accuracy']:.1%} and "
-                         f"teacher_cot {ceiling['accuracy']:.1%} ({closed}), for {cost:.0%} of teacher_cot's "
-                         f"teacher tokens per question ({written:.0%} of those it writes)")
+                         f"teacher_cot {ceiling['accuracy']:.1%} ({closed}; {share:.0%} of teacher_cot's accuracy), "
+                         f"for {cost:.0%} of teacher_cot's teacher tokens per question ({written:.0%} of those it "
+                         f"writes): {target} the target of {TARGET_SHARE:.0%} of the accuracy for at most "
+                         f"{TARGET_WRITTEN:.0%} of the written tokens")
     return "\n".join(lines)
 
 
@@ -189,6 +208,12 @@ def main(argv=None) -> int:
     parser.add_argument("--students", help="comma-separated students instead of --student")
     parser.add_argument("--teacher-steps", default="1,2", type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--thresholds", default="0.5,0.7,0.9", type=lambda s: [float(v) for v in s.split(",")])
+    parser.add_argument("--check-thresholds", default="0.5", type=lambda s: [float(v) for v in s.split(",")],
+                        help="teacher_check@τ for each τ; under the default recompute verdict (0 or 1) every τ "
+                             "in (0, 1] acts alike, so one is enough")
+    parser.add_argument("--verdict", help="teacher_check's step verdict (default recompute) and the cascade's "
+                                          "solution verdict (default yes_no), from programs/verdicts.py")
+    parser.add_argument("--stages", help="the cascade's stages (default cot,first_error,teacher_cot)")
     parser.add_argument("--max-interventions", type=int, default=3)
     parser.add_argument("--methods", help="comma-separated method names to run (default: all)")
     parser.add_argument("--handoff", choices=("reply", "prompt"), default="reply",
@@ -208,6 +233,11 @@ def main(argv=None) -> int:
                              "or litellm's cost map for a hosted one; see instret.evaluation.cost)")
     parser.add_argument("--cost-axis", choices=("price", "written"), default="price",
                         help="the teacher cost of the Pareto frontier and the cost chart")
+    parser.add_argument("--fresh-cache", action="store_true",
+                        help="run one method at a time, each from an empty DSPy cache (in memory): an answer's own "
+                             "repeated calls are served from it as a user's would be (the cascade's first_error stage "
+                             "repeats its cot stage's call), nothing another method asked is, so each answer's wall "
+                             "time is its own")
     parser.add_argument("--report-only", action="store_true",
                         help="only read the answers journal: summaries, charts and tables, no model built or asked")
     args = parser.parse_args(argv)

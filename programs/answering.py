@@ -22,9 +22,12 @@ import dspy
 from instret.corpus.guides import Guide
 from instret.data.questions import MAX_SOLUTION_CHARS, Question
 from instret.corpus.retrieval import GuideRetriever, PassageRetriever
+from instret.lm.reply_prefix import ContinuedReply, reply_prefix
 from instret.signatures.answering import answer_signature, reasoning_field
 
 NO_REFERENCE = "(no reference material matched this question: solve it on your own)"
+#: Where instruction retrieval hands the guides to the student (see `InstructionRetrievalQA`).
+GUIDE_HANDOFFS = ("prompt", "reply")
 
 GENERIC_GUIDE = Guide(
     title="General problem solving",
@@ -114,17 +117,29 @@ class InstructionRetrievalQA(AnsweringProgram):
 
     The prediction carries `reasoning`, `answer`, and `reference_ids` / `reference_scores`
     (the guides it was given; empty when none passed the retriever's `min_similarity`).
+
+    `handoff`: where the guides reach the student. `"prompt"` (default): in its `guides` input.
+    `"reply"`: there too, and the student's own reply starts by restating the best guide's
+    background and numbered procedure (`guide_opening`), which it then goes on to follow, as
+    first_step's teacher steps start the student's reply; it needs a server that continues a
+    prefilled reply (llama.cpp, every `local/` model, Ollama). Under the JSON adapter (format
+    recovery's last step) a reply cannot be prefilled, and the guides stay in the prompt only.
     """
 
-    def __init__(self, retriever: GuideRetriever, kind: str = "numeric"):
+    def __init__(self, retriever: GuideRetriever, kind: str = "numeric", handoff: str = "prompt"):
         super().__init__(kind)
-        self.retrieve = retriever
+        if handoff not in GUIDE_HANDOFFS:
+            raise ValueError(f"guide handoff must be one of {', '.join(GUIDE_HANDOFFS)}, got {handoff!r}")
+        self.retrieve, self.handoff = retriever, handoff
         self.answer = dspy.ChainOfThought(answer_signature(kind, guided=True), rationale_field=reasoning_field())
 
     def forward(self, question: str, options: dict[str, str] | None = None):
         found = self.retrieve(query_text(question, options))
-        prediction = self.answer(**answer_inputs(self.kind, question, options), guides=render_guides(found.guides))
-        return with_references(prediction, found)
+        inputs = {**answer_inputs(self.kind, question, options), "guides": render_guides(found.guides)}
+        if self.handoff == "reply" and found.guides and not isinstance(dspy.settings.adapter, dspy.JSONAdapter):
+            with dspy.context(adapter=ContinuedReply(reply_prefix("reasoning", guide_opening(found.guides[0])))):
+                return with_references(self.answer(**inputs), found)
+        return with_references(self.answer(**inputs), found)
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -145,6 +160,13 @@ def answer_inputs(kind: str, question: str, options: dict[str, str] | None = Non
     if kind == "choice":
         return {"question": question, "options": render_options(options)}
     return {"question": query_text(question, options)}
+
+
+def guide_opening(guide: Guide) -> str:
+    """The start of a student's reply that restates `guide`: what to know, then the steps to follow."""
+    steps = "\n".join(f"{n}. {step}" for n, step in enumerate(guide.procedure, 1))
+    return (f'The guide "{guide.title}" applies. What I need to know: {guide.background.strip()}\n'
+            f"Its procedure, which I follow step by step:\n{steps}\nFollowing it for this question:")
 
 
 def render_guides(guides: Sequence[Guide]) -> str:

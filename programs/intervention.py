@@ -50,9 +50,6 @@ from instret.signatures.answering import answer_signature, reasoning_field
 from instret.signatures.intervention import (ContinueSolution, NextStep, QuestionFirstSolution, WriteFirstSteps,
                                              intervention_signature)
 
-#: method -> the option a `method@value` variant sets: `first_step@2`, `on_uncertainty@0.7`.
-VARIANTS = {"first_step": ("teacher_steps", int), "on_uncertainty": ("threshold", float),
-            "teacher_check": ("threshold", float), "first_error": ("rounds", int), "cascade": ("accept", float)}
 #: How the student receives steps it did not write (see the module docstring).
 HANDOFFS = ("prompt", "reply")
 #: Methods whose student must return token log-probabilities.
@@ -327,22 +324,7 @@ def extended(prediction: dspy.Prediction, **fields) -> dspy.Prediction:
     return result
 
 
-def variant(method: str) -> tuple[str, dict]:
-    """`first_step@2` -> ("first_step", {"teacher_steps": 2}); a plain name -> (name, {})."""
-    base, sep, value = method.partition("@")
-    if not sep:
-        return method, {}
-    if base not in VARIANTS:
-        raise ValueError(f"{method!r}: only {', '.join(f'{m}@<{o}>' for m, (o, _) in VARIANTS.items())} take a value")
-    option, kind = VARIANTS[base]
-    try:
-        return base, {option: kind(value)}
-    except ValueError:
-        raise ValueError(f"{method!r}: {option} must be a{'n integer' if kind is int else ' number'}, "
-                         f"got {value!r}") from None
-
-
-# --- factories (registered in programs/answering.py METHODS) --------------------------------
+# --- factories (registered in programs/methods.py METHODS) -----------------------------------
 
 def _quest_cot(corpus, kind, **_):
     return QuestCoTQA(kind)

@@ -87,6 +87,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="match the question against guide texts, or against each guide's member questions")
     parser.add_argument("--min-similarity", type=float, default=0.2,
                         help="cosine similarity under which no guide is given (default 0.2)")
+    parser.add_argument("--guide-handoff", choices=("prompt", "reply"),
+                        help="instruction_retrieval: the guides go in the student's prompt (default), or there "
+                             "and, restated (the best guide's background and procedure), at the start of its "
+                             "own reply (needs a server that continues a prefilled reply: llama.cpp, every local/ "
+                             "model); instruction_retrieval@reply in --methods is the same")
 
 
 def _intervention_options(parser: argparse.ArgumentParser) -> None:
@@ -142,7 +147,7 @@ def _program(method: str, corpus, kind: str, args, compiled: str | None = None, 
         program = make_program(method, corpus, kind, k=args.k, mode=args.mode, min_similarity=args.min_similarity,
                                teacher=teacher, max_interventions=getattr(args, "max_interventions", None),
                                handoff=getattr(args, "handoff", None), verdict=getattr(args, "verdict", None),
-                               stages=getattr(args, "stages", None))
+                               stages=getattr(args, "stages", None), guide_handoff=args.guide_handoff)
     except CorpusNeeded as error:  # the library's words name a Python call; a CLI user needs a flag
         raise ValueError(f"--method {error.method} retrieves from a corpus: pass --corpus DIR (a folder "
                          f"`instret corpus build` wrote), or choose a method that needs none, e.g. --method cot") from None

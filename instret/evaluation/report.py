@@ -26,6 +26,9 @@ from instret.evaluation.frontier import COST_AXES, mark_frontier
 from instret.evaluation.stats import mcnemar, wilson_interval
 
 BASELINES = ("zero_shot", "cot")
+#: Every method is also compared, paired, with these where they ran: the two baselines, and the
+#: teacher alone (the ceiling a teacher-intervention method is read against).
+PAIRED_WITH = BASELINES + ("teacher_cot",)
 
 
 def summarize(records: list[dict], failures: dict[str, int] | None = None, setup: dict | None = None,
@@ -66,7 +69,7 @@ def summarize(records: list[dict], failures: dict[str, int] | None = None, setup
                **{f"recovered_{path}": count for path, count in sorted(recoveries.items())},
                **student_cache_columns(rows_), **teacher_columns(rows_, one_off, price or LOCAL_PRICE)}
         row["parse_failure_rate"] = row["parse_failures"] / n
-        for baseline in BASELINES:
+        for baseline in PAIRED_WITH:
             other = by_run.get((baseline, student))
             if other is None or baseline == method:
                 continue

@@ -14,8 +14,11 @@ a teacher (`teacher=` the LM their teacher predictors were given), the teacher's
 (`teacher_prompt_tokens`, `teacher_completion_tokens`); see `instret.lm.calls.CallLog` for how
 calls are told apart. Of each role's prompt tokens, `prompt_cached_tokens` and
 `teacher_prompt_cached_tokens` are those the server read from its prompt cache: None where the
-server did not report it (Ollama), never a guessed 0. A row whose calls DSPy's cache served is marked `cached` and counts what
-the answer cost when it was produced; its latency is the cache's, so the summary leaves it out.
+server did not report it (Ollama), never a guessed 0. A row whose every call DSPy's cache served is
+marked `cached` and counts what the answer cost when it was produced; its latency is the cache's,
+so the summary leaves it out. A row only some of whose calls it served (a cascade's first_error
+stage repeating the cot stage's call) keeps its latency, its real wall time, and counts them in
+`cached_calls`.
 """
 
 from __future__ import annotations
@@ -150,7 +153,7 @@ def evaluate(questions: Sequence[Question], *, methods: dict, students: dict, ki
         parse_failed = attempt.path == "failed" or (scored.parse_failed and attempt.path != "truncated")
         results.append({**base, "answer": attempt.answer, "parsed": scored.parsed, "correct": scored.correct,
                         "parse_failed": parse_failed, "recovery": attempt.path, "lm_calls": attempt.lm_calls,
-                        "cached": attempt.cached_calls > 0, "cached_calls": attempt.cached_calls,
+                        "cached": 0 < attempt.cached_calls == attempt.lm_calls, "cached_calls": attempt.cached_calls,
                         "truncated": attempt.truncated, "outputs": _outputs(attempt), **student_tokens,
                         "teacher_prompt_tokens": teacher_tokens["prompt_tokens"],
                         "teacher_completion_tokens": teacher_tokens["completion_tokens"],

@@ -122,3 +122,23 @@ def test_a_fresh_sample_bypasses_the_cache_now_and_on_a_rerun(dspy_cache):
         requests = srv.requests_for("/v1/chat/completions")
         assert len(requests) == 3  # the bad first reply once (then cached), a fresh sample on each run
         assert [r.body.get("temperature") for r in requests] == [None, 0.7, 0.7]
+
+
+class AskedTwice(dspy.Module):
+    """Two identical calls in one answer, as a cascade's first_error stage repeats its cot stage's."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.again = ChainOfThoughtQA("numeric"), ChainOfThoughtQA("numeric")
+
+    def forward(self, question, options=None):
+        self.first(question, options)
+        return self.again(question, options)
+
+
+def test_an_answer_only_some_of_whose_calls_the_cache_served_keeps_its_wall_time(server, dspy_cache, tmp_path):
+    report = evaluate(QUESTIONS, methods={"twice": AskedTwice()}, students={"m": student(server, "openai")},
+                      kind="numeric", out_dir=tmp_path / "run", threads=1, progress=False)
+    for row in rows(tmp_path / "run").values():
+        assert (row["lm_calls"], row["cached_calls"], row["cached"]) == (2, 1, False)
+    assert report.summary[0]["timed"] == len(QUESTIONS) and report.summary[0]["cached"] == 0

@@ -29,6 +29,7 @@ class Judged(Script):
     def __init__(self, wrong=(), first_wrong: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.wrong, self.first_wrong = set(wrong), first_wrong
+        self.broken = False  # the student's whole cot solution comes back without its answer field
 
     def __call__(self, request) -> str:
         user = request.body["messages"][-1]["content"]
@@ -42,6 +43,8 @@ class Judged(Script):
         if "`correct`" in request.system:
             return reply(correct="yes" if "31" in (field(user, "solution") or "") else "no")
         if request.model == "student" and not continues(request) and "`next_step`" not in request.system:
+            if self.broken:
+                return f"[[ ## reasoning ## ]]\n{chr(10).join(STUDENT_COT)}\n\n[[ ## completed ## ]]"
             return reply(reasoning="\n".join(STUDENT_COT), answer="30")  # the student's whole cot solution
         answered = super().__call__(request)
         n = open_marker(request)
@@ -177,6 +180,27 @@ def test_cascade_stops_at_the_first_stage_its_verdict_accepts(server):
     assert prediction.answer == 31.0 and prediction.rewritten_steps == [2]
 
 
+def test_a_student_reply_that_breaks_the_format_is_still_judged_or_passed_over(server):
+    from dspy.utils.exceptions import AdapterParseError
+
+    server.script.broken, server.script.first_wrong = True, 2
+    teacher = lm(server, "teacher")
+    with dspy.context(lm=lm(server, "student")):
+        fixed = make_program("first_error", kind="numeric", teacher=teacher)(question=QUESTION)
+    assert fixed.first_wrong_steps == [2] and fixed.answer == 31.0  # judged from its raw steps, then rewritten
+    assert fixed.reasoning.startswith(f"{STUDENT_COT[0]}\nStep 2: teacher fix 2")
+
+    server.script.first_wrong = 0  # judged right, but it has no answer: its own parse error stands, for recovery
+    with dspy.context(lm=lm(server, "student")), pytest.raises(AdapterParseError):
+        make_program("first_error", kind="numeric", teacher=teacher)(question=QUESTION)
+
+    server.reset()
+    with dspy.context(lm=lm(server, "student")):
+        prediction = make_program("cascade", kind="numeric", teacher=teacher, stages="cot,teacher_cot")(question=QUESTION)
+    assert prediction.cascade_stage == "teacher_cot" and prediction.cascade_verdicts == [None]
+    assert not chats(server, "teacher", "`correct`")  # nothing to judge: no verdict asked
+
+
 def test_registry_variants_defaults_and_refusals(server, tmp_path):
     teacher = lm(server, "teacher")
     assert {"teacher_check", "first_error", "cascade"} <= NEEDS_TEACHER
@@ -187,6 +211,7 @@ def test_registry_variants_defaults_and_refusals(server, tmp_path):
     assert isinstance(cascade, CascadeQA) and cascade.accept == 0.7 and cascade.verdict.name == "yes_no"
     assert cascade.names == ["cot", "first_error", "teacher_cot"] and isinstance(cascade.stages[1], FirstErrorQA)
     assert verdict_of("teacher_check@0.5") == "recompute" and verdict_of("cascade", "score") == "score"
+    assert make_program("cascade", kind="numeric", teacher=teacher).accept == 0.8  # read from the train verdicts
     for bad, options, message in [("cascade", {"verdict": "recompute"}, "judges steps, not solutions"),
                                   ("cascade", {"stages": "cot"}, "two stages or more"),
                                   ("cascade", {"stages": "cot,cascade"}, "cannot hold another cascade"),

@@ -1,0 +1,52 @@
+"""benchmarks/bench_domains.py's tables come from its journals: a small scripted journal gives
+known exact McNemar p-values and Wilson intervals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import bench_domains  # noqa: E402
+
+SMALL = bench_domains.SMALL
+
+
+def record(method: str, n: int, correct: bool, latency: float = 2.0) -> dict:
+    return {"key": f"{method}|{SMALL}|q{n}", "method": method, "student": SMALL, "question_id": f"q{n}",
+            "correct": correct, "parse_failed": False, "recovery": "direct" if n else "json", "cached": False,
+            "truncated": False, "prompt_tokens": 300, "completion_tokens": 60, "teacher_prompt_tokens": 0,
+            "teacher_completion_tokens": 0, "latency_s": latency}
+
+
+@pytest.fixture
+def out(tmp_path):
+    """10 questions: zero_shot right on 3, cot on 5, instruction retrieval on 9 (each a superset)."""
+    folder = tmp_path / "medqa"
+    folder.mkdir()
+    rows = [record(method, n, n < right) for method, right in (("zero_shot", 3), ("cot", 5),
+                                                                ("instruction_retrieval", 9)) for n in range(10)]
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return tmp_path
+
+
+def test_the_report_reads_accuracy_intervals_and_paired_tests_from_the_journal(out):
+    args = argparse.Namespace(domains=["medqa"], out=out, target=100)
+    text = bench_domains.report(args)
+    # 9 of 10: Wilson [59.6%, 98.2%]; 6 and 4 discordant pairs, all one way: p = 2 / 2^6 and 2 / 2^4
+    assert (f"| {SMALL} | instruction_retrieval | 10 | 90.0% [59.6%, 98.2%] | +60.0% (p=0.031) | "
+            f"+40.0% (p=0.125) | 0 | 0 | 1 | 2.0 |") in text
+    assert f"| {SMALL} | cot | 10 | 50.0% [23.7%, 76.3%] | +20.0% (p=0.500) | — |" in text
+    assert f"| medqa | {SMALL} | 50.0% | 90.0% | +40.0% (p=0.125) | — | +9.4 |" in text
+    assert "Corpus: not built yet" in text
+
+
+def test_the_projection_times_the_missing_answers(out):
+    lines = bench_domains.projection({"medqa": bench_domains.journal("medqa", out)}, target=100)
+    assert f"| medqa | {SMALL} | cot | 10 | 2.0 | 3 min |" in lines  # 90 more at 2 s
+    assert f"| medqa | {SMALL} | generic_guide | 0 | — | — |" in lines
+    assert "each: 0.1 h (9 min) of model time" in lines[-1]  # 3 methods × 90 answers × 2 s
