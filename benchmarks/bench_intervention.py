@@ -125,20 +125,22 @@ def table(rows: list[dict], order: list[str], cost_axis: str = "price") -> str:
     from instret.evaluation.report import cost_notes, frontier_cell, prompt_cache_lines, tokens_or_unknown
 
     lines = ["| method | student | n | accuracy [95% CI] | vs cot (McNemar p) | vs teacher_cot (p) | teacher tokens/q "
-             "| written | read, computed | read from cache | teacher price/1k q | teacher share | frontier |",
-             "|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| written | read, computed | read from cache | teacher price/1k q | teacher share | s / q | frontier |",
+             "|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     rank = {name: i for i, name in enumerate(order)}
     rows = sorted(rows, key=lambda r: (r["student"], rank.get(r["method"], len(rank))))
     for row in rows:
         versus, ceiling = (f"{row[f'vs_{b}_diff']:+.1%} (p={row[f'vs_{b}_p']:.3f})" if f"vs_{b}_diff" in row else "—"
                            for b in ("cot", "teacher_cot"))
-        computed = row.get("teacher_computed_per_question")
+        computed, latency = row.get("teacher_computed_per_question"), row.get("mean_latency_s")
+        seconds = "—" if latency is None else f"{latency:.1f}"
         lines.append(f"| {row['method']} | {row['student']} | {row['n']} | {row['accuracy']:.1%} "
                      f"[{row['ci_low']:.1%}, {row['ci_high']:.1%}] | {versus} | {ceiling} | "
                      f"{row.get('teacher_tokens_per_question', 0):.0f} | {row['teacher_written_per_question']:.0f} | "
                      f"{'—' if computed is None else f'{computed:.0f}'} | "
                      f"{tokens_or_unknown(row.get('teacher_cached_per_question'))} | "
                      f"{row['teacher_price_per_question'] * 1000:.3g} | {row.get('teacher_share', 0):.1%} | "
+                     f"{seconds} | "
                      f"{frontier_cell(row, cost_axis)} |")
     notes = cost_notes(rows, cost_axis) + prompt_cache_lines(rows)
     return "\n".join(lines + [""] + [f"- {note.strip()}" if not note.startswith("  ") else f"  - {note.strip()}"

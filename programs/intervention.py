@@ -245,7 +245,8 @@ def cot_signature(kind: str) -> type[dspy.Signature]:
     return answer_signature(kind, guided=False).prepend("reasoning", reasoning_field(), type_=str)
 
 
-def write_step(predictor, handoff: str, inputs: dict, steps: list[str], config: dict) -> tuple[str, dspy.Prediction | None]:
+def write_step(predictor, handoff: str, inputs: dict, steps: list[str],
+               config: dict) -> tuple[str, dspy.Prediction | None]:
     """The step `predictor` writes after `steps`, and its reply (None: the reply did not parse):
     in its prompt's `steps_so_far`, or continuing a reply that starts with them and with the
     next step's marker (`cot`'s prompt does not ask for numbered steps: without the marker a

@@ -76,7 +76,8 @@ class TeacherCheckQA(OnUncertaintyQA):
                  policy: UncertaintyPolicy | None = None, max_steps: int = 12, handoff: str = "reply"):
         super().__init__(kind, teacher=teacher_lm(teacher, "teacher_check"),
                          policy=policy if policy is not None else VerdictPolicy(), max_steps=max_steps, handoff=handoff)
-        self.verdict = make_verdict(verdict or STEP_VERDICT, self.rewrite.lm) if not hasattr(verdict, "step") else verdict
+        given = hasattr(verdict, "step")  # a Verdict object, else a design's name (None: the default)
+        self.verdict = verdict if given else make_verdict(verdict or STEP_VERDICT, self.rewrite.lm)
 
     def check_student(self, student) -> None:
         """The student's log-probabilities are not read: any backend drafts."""
@@ -105,7 +106,8 @@ class FirstErrorQA(TwoModelProgram):
         self.solve = dspy.ChainOfThought(answer_signature(kind, guided=False), rationale_field=reasoning_field())
         self.find = dspy.Predict(FirstWrongStep)
         self.find.set_lm(teacher)
-        self.rewrite = dspy.Predict(cot_signature(kind) if handoff == "reply" else intervention_signature(NextStep, kind))
+        writes = cot_signature(kind) if handoff == "reply" else intervention_signature(NextStep, kind)
+        self.rewrite = dspy.Predict(writes)
         self.rewrite.set_lm(teacher)
         self.answer = dspy.Predict(intervention_signature(ContinueSolution, kind))
         if handoff == "reply":
@@ -176,7 +178,8 @@ class CascadeQA(TwoModelProgram):
             except AdapterParseError:  # no answer to accept: the next stage answers
                 verdicts.append(None)
                 continue
-            verdict = self.verdict.solution(question, solution_text(prediction.get("reasoning"), prediction.get("answer")))
+            solution = solution_text(prediction.get("reasoning"), prediction.get("answer"))
+            verdict = self.verdict.solution(question, solution)
             verdicts.append(verdict)
             if verdict is not None and verdict >= self.accept:
                 return extended(prediction, cascade_stage=name, cascade_verdicts=verdicts)

@@ -61,7 +61,8 @@ def test_prompt_handoff_and_a_question_without_a_guide_prefill_nothing(student):
         alone = InstructionRetrievalQA(retriever(), "numeric", handoff="reply")(QUESTION)
     for request in server.requests_for("/v1/chat/completions"):
         assert request.body["messages"][-1]["role"] == "user"
-    assert "### Guide 1: Totals of equal groups" in server.requests_for("/v1/chat/completions")[0].body["messages"][-1]["content"]
+    first = server.requests_for("/v1/chat/completions")[0].body["messages"][-1]["content"]
+    assert "### Guide 1: Totals of equal groups" in first
     assert prompted.reasoning == alone.reasoning == "3 * 12 = 36." and alone.reference_ids == []
 
 

@@ -196,7 +196,8 @@ def test_a_student_reply_that_breaks_the_format_is_still_judged_or_passed_over(s
 
     server.reset()
     with dspy.context(lm=lm(server, "student")):
-        prediction = make_program("cascade", kind="numeric", teacher=teacher, stages="cot,teacher_cot")(question=QUESTION)
+        cascade = make_program("cascade", kind="numeric", teacher=teacher, stages="cot,teacher_cot")
+        prediction = cascade(question=QUESTION)
     assert prediction.cascade_stage == "teacher_cot" and prediction.cascade_verdicts == [None]
     assert not chats(server, "teacher", "`correct`")  # nothing to judge: no verdict asked
 
