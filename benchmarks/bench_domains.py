@@ -69,8 +69,9 @@ SEED_GAINS = {"medqa": "+9.4", "law": "+7.9"}
 
 def build(name: str, args) -> None:
     domain, folder = DOMAINS[name], args.out / name / "corpus"
-    command = [sys.executable, "-c", "import sys; from instret.cli.main import main; sys.exit(main())", "corpus", "build", "--train", str(domain.train), "--domain",
-               domain.subject, "--out", str(folder), "--teacher", args.teacher, "--guides", str(args.guides)]
+    command = [sys.executable, "-c", "import sys; from instret.cli.main import main; sys.exit(main())",
+               "corpus", "build", "--train", str(domain.train), "--domain", domain.subject, "--out", str(folder),
+               "--teacher", args.teacher, "--guides", str(args.guides)]
     command += ["--holdout-fraction", str(domain.holdout)] if domain.holdout else []
     command += ["--no-progress"] if args.no_progress else []
     print("$ instret", " ".join(command[3:]), flush=True)
@@ -135,8 +136,8 @@ def projection(records_by_domain: dict[str, list[dict]], target: int) -> list[st
                 total += rest
                 lines.append(f"| {name} | {student} | {method} | {len(rows)} | {sum(timed) / len(timed):.1f} | "
                              f"{rest / 60:.0f} min |")
-    return lines + ["", f"Projected for the rest of {target} questions each: {total / 3600:.1f} h ({total / 60:.0f} min) of model time "
-                        f"(at the seconds per answer above; 2 cores)."]
+    return lines + ["", f"Projected for the rest of {target} questions each: {total / 3600:.1f} h "
+                        f"({total / 60:.0f} min) of model time (at the seconds per answer above; 2 cores)."]
 
 
 def domain_table(rows: list[dict]) -> list[str]:

@@ -116,6 +116,7 @@ def report_dataset(name: str, path: Path, args, students: list[str]) -> list[dic
 def show(rows: list[dict], names: list[str], args, name: str) -> list[dict]:
     print(table(rows, names, args.cost_axis))
     print(claim(rows))
+    print(frontier_lines(args.out / name, names, args))
     print(f"chart: {args.out / name / 'teacher_cost.png'}")
     return rows
 
@@ -147,6 +148,30 @@ def table(rows: list[dict], order: list[str], cost_axis: str = "price") -> str:
                                       for note in notes])
 
 
+def frontier_lines(out: Path, names: list[str], args) -> str:
+    """Each new method against today's frontier at its own cost (issue 24's second target: +5 points,
+    with an interval that excludes 0), from the journal's answers to the first `--limit` questions."""
+    from instret.data.files import Journal
+    from instret.evaluation.run import RESULTS
+
+    path = out / RESULTS
+    records = [r for r in Journal(path, key="key").read().values() if r["method"] in names] if path.exists() else []
+    firsts = {r["question_id"] for r in records if r["method"] == "cot"}
+    records = [r for r in records if r["question_id"] in firsts]
+    lines = []
+    for student in sorted({r["student"] for r in records}):
+        mine = [r for r in records if r["student"] == student]
+        for method in [m for m in names if m.split("@")[0] in JUDGING]:
+            found = above_frontier(mine, method, args.cost_axis, args.price)
+            if found is not None:
+                point, low, high = found
+                verdict = "meets" if point >= 0.05 and low > 0 else "misses"
+                lines.append(f"{student} {method}: {point:+.1%} against today's frontier at its own teacher cost "
+                             f"({args.cost_axis}) [paired bootstrap 95%: {low:+.1%}, {high:+.1%}]: {verdict} the target of +5 points "
+                             f"with an interval above 0")
+    return "\n".join(lines)
+
+
 def claim(rows: list[dict]) -> str:
     """First-Step Advantage's claim, per student: first_step closes much of the cot → teacher_cot
     gap for a small share of the teacher's tokens."""
@@ -170,6 +195,48 @@ def claim(rows: list[dict]) -> str:
                          f"writes): {target} the target of {TARGET_SHARE:.0%} of the accuracy for at most "
                          f"{TARGET_WRITTEN:.0%} of the written tokens")
     return "\n".join(lines)
+
+
+#: The methods issue 24 adds; the others are "today's", whose frontier they are read against.
+JUDGING = ("teacher_check", "first_error", "cascade")
+
+
+def above_frontier(records: list[dict], method: str, cost_axis: str, price, rounds: int = 1000,
+                   seed: int = 0) -> tuple[float, float, float] | None:
+    """Points of accuracy `method` is above the frontier of today's methods at its own teacher
+    cost (interpolated), with a paired bootstrap 95% interval: the questions all of them answered
+    are resampled together, and every method's accuracy and cost recomputed on each sample."""
+    import random
+
+    from instret.evaluation.cost import teacher_columns
+    from instret.evaluation.frontier import COST_AXES, frontier_accuracy
+
+    today = sorted({r["method"] for r in records} - {m for m in {r["method"] for r in records}
+                                                        if m.split("@")[0] in JUDGING})
+    answers: dict[str, list[dict]] = {}
+    for record in records:
+        if record["method"] in today or record["method"] == method:
+            answers.setdefault(record["question_id"], []).append(record)
+    shared = sorted(q for q, rows in answers.items() if len(rows) == len(today) + 1)
+    if not shared or not today:
+        return None
+    key = COST_AXES[cost_axis]
+
+    def gap(questions: list[str]) -> float | None:
+        by_method: dict[str, list[dict]] = {}
+        for question in questions:
+            for record in answers[question]:
+                by_method.setdefault(record["method"], []).append(record)
+        place = {m: (teacher_columns(rows, None, price)[key], sum(r["correct"] for r in rows) / len(rows))
+                 for m, rows in by_method.items()}  # (cost, accuracy), as `summarize` computes them
+        at = frontier_accuracy([place[m] for m in today], place[method][0])
+        return None if at is None else place[method][1] - at
+
+    point, draw = gap(shared), random.Random(seed)
+    samples = sorted(g for g in (gap(draw.choices(shared, k=len(shared))) for _ in range(rounds)) if g is not None)
+    if point is None or not samples:
+        return None
+    return point, samples[int(0.025 * len(samples))], samples[int(0.975 * len(samples)) - 1]
 
 
 def model(text: str, role: str, threads: int | None = None):
@@ -266,7 +333,7 @@ def main(argv=None) -> int:
         rows = (report_dataset(name, DATASETS[name], args, [n.partition("@")[0] for n in names]) if args.report_only
                 else run_dataset(name, DATASETS[name], args, teacher, students))
         sections += [f"## {name} (first {args.limit})", "", table(rows, methods(args)),
-                     "", claim(rows), ""]
+                     "", claim(rows), "", frontier_lines(args.out / name, methods(args), args), ""]
     report = [f"# Teacher intervention on local models ({datetime.date.today()})", "",
               f"Machine: {machine()}.", "",
               "Models: " + "; ".join(model_file(m.partition("@")[0]) for m in [args.teacher, *names]) + ".",

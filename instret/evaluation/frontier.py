@@ -27,6 +27,15 @@ def frontier_gaps(points: Sequence[tuple[float, float]]) -> list[tuple[bool, flo
             for (cost, accuracy), kept in zip(points, on)]
 
 
+def frontier_accuracy(points: Sequence[tuple[float, float]], cost: float) -> float | None:
+    """The accuracy the frontier of `points` (cost, accuracy) reaches at `cost`: what mixing its
+    methods at random achieves for that cost. None below its cheapest method's cost."""
+    frontier = sorted({point for point, (on, _) in zip(points, frontier_gaps(points)) if on})
+    if not frontier or cost < frontier[0][0]:
+        return None
+    return _frontier_at(frontier, cost)
+
+
 def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] <= b[0] and a[1] >= b[1] and a != b
 

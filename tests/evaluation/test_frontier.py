@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from instret.evaluation.frontier import frontier_gaps, mark_frontier
+from instret.evaluation.frontier import frontier_accuracy, frontier_gaps, mark_frontier
 from instret.evaluation.report import format_table
 
 
@@ -67,3 +67,11 @@ def test_an_axis_some_rows_lack_is_left_unmarked():
     rows = [row("a", "s", 0.5, 10, None), row("b", "s", 0.6, 20, 1e-3)]
     mark_frontier(rows)
     assert "on_frontier_written" in rows[0] and "on_frontier_price" not in rows[0]
+
+
+def test_the_frontiers_accuracy_at_a_cost_is_interpolated_and_flat_past_its_costliest_method():
+    points = [(0, 0.08), (150, 0.24), (550, 0.54), (1300, 0.44)]  # the last is off the frontier
+    assert frontier_accuracy(points, 150) == pytest.approx(0.24)
+    assert frontier_accuracy(points, 350) == pytest.approx(0.24 + 0.30 * 200 / 400)
+    assert frontier_accuracy(points, 2000) == pytest.approx(0.54)
+    assert frontier_accuracy([(100, 0.2), (300, 0.5)], 50) is None  # cheaper than anything measured
