@@ -69,7 +69,7 @@ SEED_GAINS = {"medqa": "+9.4", "law": "+7.9"}
 
 def build(name: str, args, record: bool = True) -> None:
     """`instret corpus build` for `name`; `record`: write its wall time to build.json (a rerun that
-    only restores the store from the committed guides and embeddings is not the build's time)."""
+    only restores the store from the committed guides is not the build's time)."""
     domain, folder = DOMAINS[name], args.out / name / "corpus"
     command = [sys.executable, "-c", "import sys; from instret.cli.main import main; sys.exit(main())",
                "corpus", "build", "--train", str(domain.train), "--domain", domain.subject, "--out", str(folder),
@@ -105,8 +105,8 @@ def answer(name: str, args) -> None:
     from instret.programs.methods import make_program
 
     if not (args.out / name / "corpus" / "chroma").exists():
-        # The store is not committed (18 MB); its guides and embeddings are: the build restores it in
-        # seconds, asking the teacher nothing.
+        # The store and the embedding cache are not committed (benchmarks/results/.gitignore), the
+        # guides are: the build re-embeds the questions (about a minute) and asks the teacher nothing.
         build(name, args, record=False)
     corpus = Corpus.open(args.out / name / "corpus")
     questions = test_questions(name, corpus, args.limit)
