@@ -31,10 +31,13 @@ Nothing is asserted; every figure is from the journals.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import json
+import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +74,12 @@ def build(name: str, args, record: bool = True) -> None:
     """`instret corpus build` for `name`; `record`: write its wall time to build.json (a rerun that
     only restores the store from the committed guides is not the build's time)."""
     domain, folder = DOMAINS[name], args.out / name / "corpus"
-    command = [sys.executable, "-c", "import sys; from instret.cli.main import main; sys.exit(main())",
-               "corpus", "build", "--train", str(domain.train), "--domain", domain.subject, "--out", str(folder),
+    command = [sys.executable, "-c", "import sys; from instret.cli.main import main; sys.exit(main())"]
+    if args.model_threads:  # the teacher is the only model running: give it the cores
+        config = Path(tempfile.mkdtemp()) / "teacher-threads.toml"
+        config.write_text(f'[teacher]\nmodel = "{args.teacher}"\nextra = {{n_threads = {args.model_threads}}}\n')
+        command += ["--config", str(config)]
+    command += ["corpus", "build", "--train", str(domain.train), "--domain", domain.subject, "--out", str(folder),
                "--teacher", args.teacher, "--guides", str(args.guides)]
     command += ["--holdout-fraction", str(domain.holdout)] if domain.holdout else []
     command += ["--no-progress"] if args.no_progress else []
@@ -81,7 +88,8 @@ def build(name: str, args, record: bool = True) -> None:
     subprocess.run(command, check=True, cwd=REPO)
     if not record:
         return
-    record = {"guides": args.guides, "teacher": args.teacher, "seconds": round(time.perf_counter() - started, 1),
+    record = {"guides": args.guides, "teacher": args.teacher, "model_threads": args.model_threads or "default",
+              "seconds": round(time.perf_counter() - started, 1),
               "date": str(datetime.date.today())}
     (args.out / name / "build.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
@@ -113,7 +121,7 @@ def answer(name: str, args) -> None:
     for student, methods in PLAN.items():
         programs = {m: make_program(m, corpus, "choice", k=args.k) for m in methods}
         started = time.perf_counter()
-        report = evaluate(questions, methods=programs, students={student: model(student, "student")}, kind="choice",
+        report = evaluate(questions, methods=programs, students={student: model(student, "student", args.model_threads)}, kind="choice",
                           out_dir=args.out / name, threads=args.threads, corpus=corpus,
                           setup=setup_costs(methods, corpus), progress=not args.no_progress)
         print(f"{name}, {student}: {report.answered_now} answers now, {report.answered_before} before, "
@@ -150,7 +158,7 @@ def projection(records_by_domain: dict[str, list[dict]], target: int) -> list[st
 
 def domain_table(rows: list[dict]) -> list[str]:
     """One domain's methods × students, from `summarize`'s rows."""
-    order = {m: i for i, m in enumerate(PLAN[SMALL] + PLAN[LARGE])}
+    order = {m: i for i, m in enumerate(dict.fromkeys(PLAN[SMALL] + PLAN[LARGE]))}
     lines = ["| student | method | n | accuracy [95% CI] | vs zero_shot (p) | vs cot (p) | teacher tokens/q "
              "| parse failures | recovered | s / answer |", "|---|---|---:|---|---|---|---:|---:|---:|---:|"]
     for row in sorted(rows, key=lambda r: (r["student"], order.get(r["method"], 99))):
@@ -201,7 +209,7 @@ def report(args) -> str:
         rows_by_domain[name] = rows
         built = args.out / name / "build.json"
         sections += [f"## {name}", "", f"Corpus: {_built(built, corpus)}", "", *domain_table(rows), "",
-                     *guide_sample(corpus)]
+                     *guide_sample(folder), *guide_use(answers, folder), ""]
     return "\n".join([
         f"# Instruction retrieval by domain and student size ({datetime.date.today()})", "",
         f"Machine: {machine()}.", "",
@@ -212,13 +220,65 @@ def report(args) -> str:
         *sections, "## Time", "", *projection(records, args.target), ""])
 
 
-def guide_sample(corpus, n: int = 3) -> list[str]:
-    """The first `n` guides' titles and backgrounds, to read their quality beside the numbers."""
-    if corpus is None:
-        return []
-    guides = [stored.guide for stored in corpus.guides()[:n]]
-    return [f"Guides, the first {len(guides)} of {len(corpus.guides())} (title: background):", ""] + [
-        f"- *{guide.title}*: {guide.background[:300]}" for guide in guides] + [""]
+def guide_sample(folder: Path, n: int = 3) -> list[str]:
+    """The first `n` guides' titles and backgrounds, to read their quality beside the numbers. From
+    the committed guide journal: the Chroma store is derived and may not be there yet."""
+    from instret.corpus.manifest import JOURNAL
+    from instret.data.files import Journal
+
+    path = folder / JOURNAL
+    guides = [record["guide"] for record in Journal(path, key="guide_id").read().values()] if path.exists() else []
+    return [f"Guides, the first {min(n, len(guides))} of {len(guides)} (title: background):", ""] + [
+        f"- *{guide['title']}*: {guide['background'][:300]}" for guide in guides[:n]] + [""] if guides else []
+
+
+def guide_use(records: list[dict], folder: Path) -> list[str]:
+    """Does retrieval tell questions apart, and does the reply use the guide? Per guided (student,
+    method): how many distinct guides came first, the first's mean similarity, and the share of
+    replies that repeat a 4-word run of a retrieved guide the question does not contain (for
+    @reply, after the prefilled opening, which restates the guide by construction)."""
+    from instret.corpus.manifest import JOURNAL
+    from instret.data.files import Journal
+    from instret.programs.answering import GUIDE_OPENING_END
+
+    path = folder / JOURNAL
+    guides = {key: record["guide"] for key, record in Journal(path, key="guide_id").read().items()} \
+        if path.exists() else {}
+    lines = ["Retrieval and use: distinct guides retrieved first, the first's mean similarity to the question, and "
+             "the share of replies repeating 4 words in a row of a retrieved guide that the question lacks.", "",
+             "| student | method | answers | distinct first guides | first guide's similarity | replies using a guide |",
+             "|---|---|---:|---:|---:|---:|"]
+    for student, methods in PLAN.items():
+        for method in (m for m in methods if m.startswith("instruction_retrieval")):
+            rows = [r for r in records if r["student"] == student and r["method"] == method and r.get("outputs")]
+            if not rows:
+                continue
+            firsts, scores, used = set(), [], 0
+            for row in rows:
+                ids, similarity = (_listed(row["outputs"].get(k)) for k in ("reference_ids", "reference_scores"))
+                firsts.update(ids[:1])
+                scores += [float(similarity[0])] if similarity else []
+                reply = (row["outputs"].get("reasoning") or "").rpartition(GUIDE_OPENING_END)[2]
+                guide_runs = set().union(*(_runs(_guide_text(guides.get(i))) for i in ids)) if ids else set()
+                used += bool((guide_runs - _runs(json.dumps(row.get("inputs", {})))) & _runs(reply))
+            mean = f"{sum(scores) / len(scores):.2f}" if scores else "—"
+            lines.append(f"| {student} | {method} | {len(rows)} | {len(firsts)} of {len(guides)} | {mean} | "
+                         f"{used / len(rows):.0%} |")
+    return lines if len(lines) > 4 else []
+
+
+def _listed(value) -> list:
+    """A journaled list; a reply recovered by a fallback adapter holds it as its text."""
+    return ast.literal_eval(value) if isinstance(value, str) and value.startswith("[") else list(value or [])
+
+
+def _guide_text(guide: dict | None) -> str:
+    return "" if guide is None else " ".join([guide.get("background", ""), *guide.get("procedure", [])])
+
+
+def _runs(text: str, n: int = 4) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
 def _built(path: Path, corpus) -> str:
@@ -240,7 +300,9 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=100, help="answer: the first N test questions of each domain")
     parser.add_argument("--target", type=int, default=100, help="the questions per domain the projection is for")
     parser.add_argument("--k", type=int, default=2, help="guides retrieved per question")
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=4, help="answer: answers in flight")
+    parser.add_argument("--model-threads", type=int, help="llama.cpp threads of the model running (default: the "
+                        "engine's, one per two cores); on a machine kept quiet for this run, the core count")
     # The journals and corpora live under benchmarks/results and are committed: the run takes
     # longer than a working session on 2 cores, and the next session resumes it.
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "domains")

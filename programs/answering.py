@@ -162,11 +162,15 @@ def answer_inputs(kind: str, question: str, options: dict[str, str] | None = Non
     return {"question": query_text(question, options)}
 
 
+#: The last words of `guide_opening`: what the student writes after them is its own.
+GUIDE_OPENING_END = "Following it for this question:"
+
+
 def guide_opening(guide: Guide) -> str:
     """The start of a student's reply that restates `guide`: what to know, then the steps to follow."""
     steps = "\n".join(f"{n}. {step}" for n, step in enumerate(guide.procedure, 1))
     return (f'The guide "{guide.title}" applies. What I need to know: {guide.background.strip()}\n'
-            f"Its procedure, which I follow step by step:\n{steps}\nFollowing it for this question:")
+            f"Its procedure, which I follow step by step:\n{steps}\n{GUIDE_OPENING_END}")
 
 
 def render_guides(guides: Sequence[Guide]) -> str:

@@ -50,3 +50,26 @@ def test_the_projection_times_the_missing_answers(out):
     assert f"| medqa | {SMALL} | cot | 10 | 2.0 | 3 min |" in lines  # 90 more at 2 s
     assert f"| medqa | {SMALL} | generic_guide | 0 | — | — |" in lines
     assert "each: 0.1 h (9 min) of model time" in lines[-1]  # 3 methods × 90 answers × 2 s
+
+
+def test_guide_use_counts_distinct_first_guides_and_replies_that_repeat_a_guide(tmp_path):
+    guide = {"title": "Negligence", "background": "Duty of care is owed to foreseeable plaintiffs.",
+             "procedure": ["Identify the duty owed by the defendant", "Check breach and causation"]}
+    (tmp_path / "guides.jsonl").write_text(
+        "".join(json.dumps({"guide_id": g, "guide": guide}) + "\n" for g in ("g1", "g2")), encoding="utf-8")
+    method = "instruction_retrieval"
+
+    def answer(n: int, ids, reasoning: str) -> dict:
+        return {**record(method, n, True), "inputs": {"question": "Was the duty owed by the defendant breached?"},
+                "outputs": {"reasoning": reasoning, "reference_ids": ids, "reference_scores": [0.5, 0.1]}}
+
+    rows = [answer(0, ["g1", "g2"], "First I identify the duty owed by the defendant here."),  # in the question
+            answer(1, "['g2', 'g1']", "Then check breach and causation: both hold."),  # a fallback's text form
+            answer(2, ["g1"], "B.")]
+    lines = bench_domains.guide_use(rows, tmp_path)
+    # 'identify the duty owed' is the guide's, but 'the duty owed by' is the question's: reply 0 still
+    # repeats the guide's 'identify the duty owed'; reply 1 repeats 'check breach and causation'; reply 2 none
+    assert f"| {SMALL} | {method} | 3 | 2 of 2 | 0.50 | 67% |" in lines
+    reply = {**rows[2], "method": "instruction_retrieval@reply",
+             "outputs": {**rows[2]["outputs"], "reasoning": "Check breach and causation. Following it for this question: B."}}
+    assert f"| {SMALL} | instruction_retrieval@reply | 1 | 1 of 2 | 0.50 | 0% |" in bench_domains.guide_use([reply], tmp_path)
