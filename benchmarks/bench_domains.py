@@ -121,7 +121,8 @@ def answer(name: str, args) -> None:
     for student, methods in PLAN.items():
         programs = {m: make_program(m, corpus, "choice", k=args.k) for m in methods}
         started = time.perf_counter()
-        report = evaluate(questions, methods=programs, students={student: model(student, "student", args.model_threads)}, kind="choice",
+        students = {student: model(student, "student", args.model_threads)}
+        report = evaluate(questions, methods=programs, students=students, kind="choice",
                           out_dir=args.out / name, threads=args.threads, corpus=corpus,
                           setup=setup_costs(methods, corpus), progress=not args.no_progress)
         print(f"{name}, {student}: {report.answered_now} answers now, {report.answered_before} before, "
@@ -244,25 +245,27 @@ def guide_use(records: list[dict], folder: Path) -> list[str]:
     path = folder / JOURNAL
     guides = {key: record["guide"] for key, record in Journal(path, key="guide_id").read().items()} \
         if path.exists() else {}
-    lines = ["Retrieval and use: distinct guides retrieved first, the first's mean similarity to the question, and "
-             "the share of replies repeating 4 words in a row of a retrieved guide that the question lacks.", "",
-             "| student | method | answers | distinct first guides | first guide's similarity | replies using a guide |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["Retrieval and use: answers given no guide (none similar enough), distinct guides retrieved first, "
+             "the first's mean similarity to the question, and the share of replies repeating 4 words in a row of a "
+             "retrieved guide that the question lacks.", "",
+             "| student | method | answers | no guide | distinct first guides | first guide's similarity "
+             "| replies using a guide |", "|---|---|---:|---:|---:|---:|---:|"]
     for student, methods in PLAN.items():
         for method in (m for m in methods if m.startswith("instruction_retrieval")):
             rows = [r for r in records if r["student"] == student and r["method"] == method and r.get("outputs")]
             if not rows:
                 continue
-            firsts, scores, used = set(), [], 0
+            firsts, scores, used, none = set(), [], 0, 0
             for row in rows:
                 ids, similarity = (_listed(row["outputs"].get(k)) for k in ("reference_ids", "reference_scores"))
                 firsts.update(ids[:1])
+                none += not ids
                 scores += [float(similarity[0])] if similarity else []
                 reply = (row["outputs"].get("reasoning") or "").rpartition(GUIDE_OPENING_END)[2]
                 guide_runs = set().union(*(_runs(_guide_text(guides.get(i))) for i in ids)) if ids else set()
                 used += bool((guide_runs - _runs(json.dumps(row.get("inputs", {})))) & _runs(reply))
             mean = f"{sum(scores) / len(scores):.2f}" if scores else "—"
-            lines.append(f"| {student} | {method} | {len(rows)} | {len(firsts)} of {len(guides)} | {mean} | "
+            lines.append(f"| {student} | {method} | {len(rows)} | {none} | {len(firsts)} of {len(guides)} | {mean} | "
                          f"{used / len(rows):.0%} |")
     return lines if len(lines) > 4 else []
 
@@ -289,6 +292,15 @@ def _built(path: Path, corpus) -> str:
     return (f"{writing.get('guides', '?')} guides by {record.get('teacher', TEACHER)}, "
             f"{writing.get('prompt_tokens', 0):,} prompt + {writing.get('completion_tokens', 0):,} written teacher "
             f"tokens" + (f", {record['seconds'] / 60:.0f} min" if record.get("seconds") else ""))
+
+
+#: In the results file, what follows this line is written by hand: the report keeps it.
+NOTES = "<!-- Written by hand below this line; `report` keeps it. -->"
+
+
+def kept_notes(path: Path) -> str:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    return NOTES + text.partition(NOTES)[2] if NOTES in text else f"\n{NOTES}\n"
 
 
 def main(argv=None) -> int:
@@ -321,7 +333,9 @@ def main(argv=None) -> int:
         text = report(args)
         print(text)
         if args.results:
-            args.results.write_text(text + "\n", encoding="utf-8")
+            from instret.data.files import atomic_write_text
+
+            atomic_write_text(args.results, text + "\n" + kept_notes(args.results))
             print(f"\nwrote {args.results}")
     return 0
 
