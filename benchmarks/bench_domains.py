@@ -208,9 +208,9 @@ def report(args) -> str:
         methods = sorted({r["method"] for r in answers})
         rows = [r for r in summarize(answers, setup=setup_costs(methods, corpus)) if "accuracy" in r]
         rows_by_domain[name] = rows
-        built = args.out / name / "build.json"
+        built, guides = args.out / name / "build.json", written_guides(folder)
         sections += [f"## {name}", "", f"Corpus: {_built(built, corpus)}", "", *domain_table(rows), "",
-                     *guide_sample(folder), *guide_use(answers, folder), ""]
+                     *guide_sample(guides), *guide_use(answers, guides), ""]
     return "\n".join([
         f"# Instruction retrieval by domain and student size ({datetime.date.today()})", "",
         f"Machine: {machine()}.", "",
@@ -221,30 +221,31 @@ def report(args) -> str:
         *sections, "## Time", "", *projection(records, args.target), ""])
 
 
-def guide_sample(folder: Path, n: int = 3) -> list[str]:
-    """The first `n` guides' titles and backgrounds, to read their quality beside the numbers. From
-    the committed guide journal: the Chroma store is derived and may not be there yet."""
+def written_guides(folder: Path) -> dict[str, dict]:
+    """guide id -> guide, from the committed guide journal (the Chroma store is derived and may
+    not be there yet)."""
     from instret.corpus.manifest import JOURNAL
     from instret.data.files import Journal
 
     path = folder / JOURNAL
-    guides = [record["guide"] for record in Journal(path, key="guide_id").read().values()] if path.exists() else []
-    return [f"Guides, the first {min(n, len(guides))} of {len(guides)} (title: background):", ""] + [
-        f"- *{guide['title']}*: {guide['background'][:300]}" for guide in guides[:n]] + [""] if guides else []
+    return {key: record["guide"] for key, record in Journal(path, key="guide_id").read().items()} \
+        if path.exists() else {}
 
 
-def guide_use(records: list[dict], folder: Path) -> list[str]:
+def guide_sample(guides: dict[str, dict], n: int = 3) -> list[str]:
+    """The first `n` guides' titles and backgrounds, to read their quality beside the numbers."""
+    first = list(guides.values())[:n]
+    return [f"Guides, the first {len(first)} of {len(guides)} (title: background):", ""] + [
+        f"- *{guide['title']}*: {guide['background'][:300]}" for guide in first] + [""] if guides else []
+
+
+def guide_use(records: list[dict], guides: dict[str, dict]) -> list[str]:
     """Does retrieval tell questions apart, and does the reply use the guide? Per guided (student,
     method): how many distinct guides came first, the first's mean similarity, and the share of
     replies that repeat a 4-word run of a retrieved guide the question does not contain (for
     @reply, after the prefilled opening, which restates the guide by construction)."""
-    from instret.corpus.manifest import JOURNAL
-    from instret.data.files import Journal
     from instret.programs.answering import GUIDE_OPENING_END
 
-    path = folder / JOURNAL
-    guides = {key: record["guide"] for key, record in Journal(path, key="guide_id").read().items()} \
-        if path.exists() else {}
     lines = ["Retrieval and use: answers given no guide (none similar enough), distinct guides retrieved first, "
              "the first's mean similarity to the question, and the share of replies repeating 4 words in a row of a "
              "retrieved guide that the question lacks.", "",
@@ -271,7 +272,7 @@ def guide_use(records: list[dict], folder: Path) -> list[str]:
 
 
 def _listed(value) -> list:
-    """A journaled list; a reply recovered by a fallback adapter holds it as its text."""
+    """A journaled list; journals written before instret kept lists as lists hold its text."""
     return ast.literal_eval(value) if isinstance(value, str) and value.startswith("[") else list(value or [])
 
 

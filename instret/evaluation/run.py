@@ -23,6 +23,7 @@ stage repeating the cot stage's call) keeps its latency, its real wall time, and
 
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 from dataclasses import dataclass, field
@@ -188,11 +189,24 @@ def _key(method: str, student: str, question: Question) -> str:
     return f"{method}|{student}|{question.id}"
 
 
+def _jsonable(value):
+    """A field as JSON: lists stay lists (retrieved ids and scores are read back as such); numbers
+    of any numeric type become plain ones; anything else, its text."""
+    if isinstance(value, (str, bool, type(None))):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return str(value)
+
+
 def _outputs(attempt) -> dict:
     """The parsed fields, or the raw reply; plus every earlier reply that did not parse."""
     outputs = {"raw": attempt.raw} if attempt.prediction is None else {
-        name: value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-        for name, value in attempt.prediction.items()}
+        name: _jsonable(value) for name, value in attempt.prediction.items()}
     if attempt.replies:
         outputs["unparsed_replies"] = [{"step": r.step, "raw": r.raw, "error": r.error, "truncated": r.truncated}
                                        for r in attempt.replies]

@@ -30,6 +30,9 @@ def test_eval_table_files_and_resume(corpus, student, tmp_path, capsys):
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(records) == 12 * 5 and len({r["key"] for r in records}) == 60
     assert all(r["recovery"] == "direct" and not r["parse_failed"] for r in records)
+    guided = [r["outputs"] for r in records if r["method"] == "instruction_retrieval"]
+    assert all(isinstance(o["reference_ids"], list) for o in guided) and any(o["reference_ids"] for o in guided)
+    assert all(isinstance(score, float) for o in guided for score in o["reference_scores"])  # read back as lists
     summary = {row["method"]: row for row in json.loads((out / "summary.json").read_text())}
     assert set(summary) == set(METHODS.split(","))
     for row in summary.values():

@@ -66,7 +66,7 @@ def test_guide_use_counts_distinct_first_guides_and_replies_that_repeat_a_guide(
     rows = [answer(0, ["g1", "g2"], "First I identify the duty owed by the defendant here."),  # in the question
             answer(1, "['g2', 'g1']", "Then check breach and causation: both hold."),  # a fallback's text form
             answer(2, ["g1"], "B."), answer(3, [], "No guide: C.")]
-    lines = bench_domains.guide_use(rows, tmp_path)
+    lines = bench_domains.guide_use(rows, bench_domains.written_guides(tmp_path))
     # 'identify the duty owed' is the guide's, but 'the duty owed by' is the question's: reply 0 still
     # repeats the guide's 'identify the duty owed'; reply 1 repeats 'check breach and causation'; 2 and 3 do not
     assert f"| {SMALL} | {method} | 4 | 1 | 2 of 2 | 0.50 | 50% |" in lines
@@ -74,7 +74,7 @@ def test_guide_use_counts_distinct_first_guides_and_replies_that_repeat_a_guide(
     opening_then_own = "Check breach and causation. Following it for this question: B."
     reply = {**rows[2], "method": "instruction_retrieval@reply",
              "outputs": {**rows[2]["outputs"], "reasoning": opening_then_own}}
-    lines = bench_domains.guide_use([reply], tmp_path)
+    lines = bench_domains.guide_use([reply], bench_domains.written_guides(tmp_path))
     assert f"| {SMALL} | instruction_retrieval@reply | 1 | 0 | 1 of 2 | 0.50 | 0% |" in lines
 
 
