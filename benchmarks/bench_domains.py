@@ -251,6 +251,7 @@ def guide_use(records: list[dict], guides: dict[str, dict]) -> list[str]:
              "retrieved guide that the question lacks.", "",
              "| student | method | answers | no guide | distinct first guides | first guide's similarity "
              "| replies using a guide |", "|---|---|---:|---:|---:|---:|---:|"]
+    retrieved = retrievals(records)
     for student, methods in PLAN.items():
         for method in (m for m in methods if m.startswith("instruction_retrieval")):
             rows = [r for r in records if r["student"] == student and r["method"] == method and r.get("outputs")]
@@ -258,17 +259,30 @@ def guide_use(records: list[dict], guides: dict[str, dict]) -> list[str]:
                 continue
             firsts, scores, used, none = set(), [], 0, 0
             for row in rows:
-                ids, similarity = (_listed(row["outputs"].get(k)) for k in ("reference_ids", "reference_scores"))
+                ids, similarity = retrieved.get(row["question_id"], ([], []))
                 firsts.update(ids[:1])
                 none += not ids
                 scores += [float(similarity[0])] if similarity else []
-                reply = (row["outputs"].get("reasoning") or "").rpartition(GUIDE_OPENING_END)[2]
+                outputs = row["outputs"]
+                reply = (outputs.get("reasoning") or outputs.get("raw") or "").rpartition(GUIDE_OPENING_END)[2]
                 guide_runs = set().union(*(_runs(_guide_text(guides.get(i))) for i in ids)) if ids else set()
                 used += bool((guide_runs - _runs(json.dumps(row.get("inputs", {})))) & _runs(reply))
             mean = f"{sum(scores) / len(scores):.2f}" if scores else "—"
             lines.append(f"| {student} | {method} | {len(rows)} | {none} | {len(firsts)} of {len(guides)} | {mean} | "
                          f"{used / len(rows):.0%} |")
     return lines if len(lines) > 4 else []
+
+
+def retrievals(records: list[dict]) -> dict[str, tuple[list, list]]:
+    """question id -> (guide ids, similarities). Retrieval depends on the question and the corpus
+    only, so any answer to a question that kept them speaks for all: an answer recovered from its
+    raw text (lenient_extract, truncated) lost its program's outputs, the retrieval's among them."""
+    found = {}
+    for row in records:
+        outputs = row.get("outputs") or {}
+        if "reference_ids" in outputs and row["question_id"] not in found:
+            found[row["question_id"]] = tuple(_listed(outputs.get(k)) for k in ("reference_ids", "reference_scores"))
+    return found
 
 
 def _listed(value) -> list:

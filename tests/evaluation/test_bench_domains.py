@@ -87,3 +87,17 @@ def test_the_report_keeps_the_notes_written_below_its_marker(out):
     bench_domains.main(["report", "--domains", "medqa", "--out", str(out), "--results", str(results)])
     again = results.read_text(encoding="utf-8")
     assert "stale" not in again and again.endswith(f"{bench_domains.NOTES}\nWhat the run shows.\n")
+
+
+def test_an_answer_recovered_from_its_raw_text_keeps_its_questions_retrieval(tmp_path):
+    """A lenient_extract answer journals only `raw`: its question's guides come from another answer
+    to it (retrieval depends on the question alone), and its raw reply is what is read for use."""
+    guide = {"title": "Negligence", "background": "Duty of care is owed to foreseeable plaintiffs.",
+             "procedure": ["Check breach and causation"]}
+    (tmp_path / "guides.jsonl").write_text(json.dumps({"guide_id": "g1", "guide": guide}) + "\n", encoding="utf-8")
+    kept = {**record("instruction_retrieval", 0, True), "inputs": {"question": "Liable?"},
+            "outputs": {"reasoning": "B.", "reference_ids": ["g1"], "reference_scores": [0.5]}}
+    recovered = {**kept, "method": "instruction_retrieval@reply", "recovery": "lenient_extract",
+                 "outputs": {"raw": "[[ ## reasoning ## ]]\nI check breach and causation: yes. Answer: B"}}
+    lines = bench_domains.guide_use([kept, recovered], bench_domains.written_guides(tmp_path))
+    assert f"| {SMALL} | instruction_retrieval@reply | 1 | 0 | 1 of 1 | 0.50 | 100% |" in lines
