@@ -68,6 +68,7 @@ PLAN = {SMALL: ["zero_shot", "cot", "generic_guide", "instruction_retrieval", "i
         LARGE: ["cot", "instruction_retrieval", "instruction_retrieval@reply"]}
 #: The seed paper's gains of instruction retrieval over its baseline, students of 3B and more.
 SEED_GAINS = {"medqa": "+9.4", "law": "+7.9"}
+RUNS = "runs.jsonl"  # per domain: one line per `answer` invocation and student
 
 
 def build(name: str, args, record: bool = True) -> None:
@@ -125,8 +126,29 @@ def answer(name: str, args) -> None:
         report = evaluate(questions, methods=programs, students=students, kind="choice",
                           out_dir=args.out / name, threads=args.threads, corpus=corpus,
                           setup=setup_costs(methods, corpus), progress=not args.no_progress)
+        wall = time.perf_counter() - started
         print(f"{name}, {student}: {report.answered_now} answers now, {report.answered_before} before, "
-              f"{time.perf_counter() - started:.0f} s" + (f"; failed: {report.failures}" if report.failures else ""))
+              f"{wall:.0f} s" + (f"; failed: {report.failures}" if report.failures else ""))
+        if report.answered_now:
+            log_run(args.out / name, {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+                                      "student": student, "answers": report.answered_now, "wall_s": round(wall, 1),
+                                      "threads": args.threads, "model_threads": args.model_threads or "default"})
+
+
+def log_run(folder: Path, run: dict) -> None:
+    """One line per invocation and student: an answer's latency overlaps others' when several are in
+    flight, so only the invocation's wall time gives the throughput a projection needs."""
+    from instret.data.files import Journal
+
+    journal = Journal(folder / RUNS, key="run")
+    journal.append({"run": f"{run['date']}|{run['student']}", **run})
+    journal.close()
+
+
+def runs(folder: Path) -> list[dict]:
+    from instret.data.files import Journal
+
+    return list(Journal(folder / RUNS, key="run").read().values())
 
 
 def journal(name: str, out: Path) -> list[dict]:
@@ -137,7 +159,7 @@ def journal(name: str, out: Path) -> list[dict]:
     return list(Journal(path, key="key").read().values()) if path.exists() else []
 
 
-def projection(records_by_domain: dict[str, list[dict]], target: int) -> list[str]:
+def projection(records_by_domain: dict[str, list[dict]], target: int, out: Path | None = None) -> list[str]:
     """Seconds per answer for each (domain, student, method), and the time the missing answers take."""
     lines, total = ["| domain | student | method | answered | seconds / answer | projected for the rest |",
                     "|---|---|---|---:|---:|---:|"], 0.0
@@ -154,7 +176,29 @@ def projection(records_by_domain: dict[str, list[dict]], target: int) -> list[st
                 lines.append(f"| {name} | {student} | {method} | {len(rows)} | {sum(timed) / len(timed):.1f} | "
                              f"{rest / 60:.0f} min |")
     return lines + ["", f"Projected for the rest of {target} questions each: {total / 3600:.1f} h "
-                        f"({total / 60:.0f} min) of model time (at the seconds per answer above; 2 cores)."]
+                        f"({total / 60:.0f} min) of model time (at the seconds per answer above; 2 cores)."] + \
+        throughput(records_by_domain, target, out)
+
+
+def throughput(records_by_domain: dict[str, list[dict]], target: int, out: Path | None) -> list[str]:
+    """The projection again at each student's measured throughput: wall seconds per answer of its
+    latest run with several answers in flight (the latencies above overlap there, so they overstate)."""
+    lines, total = [], 0.0
+    for name, records in records_by_domain.items():
+        batched = [r for r in runs(out / name) if r["threads"] > 1] if out else []
+        for student, methods in PLAN.items():
+            latest = [r for r in batched if r["student"] == student][-1:]
+            if not latest:
+                return []
+            missing = sum(max(0, target - sum(r["student"] == student and r["method"] == m for r in records))
+                          for m in methods)
+            run = latest[0]
+            total += missing * run["wall_s"] / run["answers"]
+            lines.append(f"- {name}, {student}: {run['wall_s'] / run['answers']:.1f} s per answer over "
+                         f"{run['answers']} answers ({run['threads']} in flight, model threads {run['model_threads']}, "
+                         f"{run['date'][:10]}); {missing} to go")
+    return ["", "At the measured throughput of each student's latest run with several answers in flight:", "",
+            *lines, "", f"Projected for the rest: {total / 3600:.1f} h ({total / 60:.0f} min) of model time."]
 
 
 def domain_table(rows: list[dict]) -> list[str]:
@@ -218,7 +262,7 @@ def report(args) -> str:
         "Command: `python benchmarks/bench_domains.py report`", "",
         "## Size table", "", *size_table(rows_by_domain), "",
         "With the 1.5B as student, the guides are its own (it was also the teacher): the weaker case.", "",
-        *sections, "## Time", "", *projection(records, args.target), ""])
+        *sections, "## Time", "", *projection(records, args.target, args.out), ""])
 
 
 def written_guides(folder: Path) -> dict[str, dict]:
@@ -343,7 +387,7 @@ def main(argv=None) -> int:
         (args.out / name).mkdir(parents=True, exist_ok=True)
         build(name, args) if args.stage == "build" else answer(name, args)
     if args.stage == "answer":
-        print("\n".join(projection({name: journal(name, args.out) for name in args.domains}, args.target)))
+        print("\n".join(projection({name: journal(name, args.out) for name in args.domains}, args.target, args.out)))
     if args.stage == "report":
         text = report(args)
         print(text)

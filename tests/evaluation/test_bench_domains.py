@@ -101,3 +101,18 @@ def test_an_answer_recovered_from_its_raw_text_keeps_its_questions_retrieval(tmp
                  "outputs": {"raw": "[[ ## reasoning ## ]]\nI check breach and causation: yes. Answer: B"}}
     lines = bench_domains.guide_use([kept, recovered], bench_domains.written_guides(tmp_path))
     assert f"| {SMALL} | instruction_retrieval@reply | 1 | 0 | 1 of 1 | 0.50 | 100% |" in lines
+
+
+def test_the_projection_also_uses_each_students_measured_throughput(out):
+    """Latencies overlap when answers are in flight together: the run log's wall time says more."""
+    bench_domains.log_run(out / "medqa", {"date": "2026-12-07T21:00:00", "student": SMALL, "answers": 30,
+                                          "wall_s": 300.0, "threads": 4, "model_threads": 2})
+    records = {"medqa": bench_domains.journal("medqa", out)}
+    assert bench_domains.throughput(records, 100, out) == []  # the 1.5B has no batched run yet
+    bench_domains.log_run(out / "medqa", {"date": "2026-12-07T21:05:00", "student": bench_domains.LARGE,
+                                          "answers": 10, "wall_s": 200.0, "threads": 4, "model_threads": 2})
+    lines = bench_domains.throughput(records, 100, out)
+    # 0.5B: 5 methods × 100 minus the 30 journaled = 470 at 10 s; 1.5B: none journaled, 300 at 20 s
+    assert f"- medqa, {SMALL}: 10.0 s per answer over 30 answers (4 in flight, model threads 2, 2026-12-07); " \
+           "470 to go" in lines
+    assert lines[-1] == "Projected for the rest: 3.0 h (178 min) of model time."  # 4,700 + 6,000 s
