@@ -67,7 +67,9 @@ DOMAINS = {
 PLAN = {SMALL: ["zero_shot", "cot", "generic_guide", "instruction_retrieval", "instruction_retrieval@reply"],
         LARGE: ["cot", "instruction_retrieval", "instruction_retrieval@reply"]}
 #: The seed paper's gains of instruction retrieval over its baseline, students of 3B and more.
-SEED_GAINS = {"medqa": "+9.4", "law": "+7.9"}
+SEED_GAINS = {"medqa": "+9.4", "law": "+7.9", "gsm8k": "+5.1 (math)", "svamp": "+5.1 (math)"}
+#: Math for the size table: the real-models benchmark's committed journals (the 0.5B student).
+MATH = {name: REPO / "benchmarks" / "results" / "real-models" / name for name in ("gsm8k", "svamp")}
 RUNS = "runs.jsonl"  # per domain: one line per `answer` invocation and student
 
 
@@ -246,6 +248,8 @@ def report(args) -> str:
 
     records = {name: journal(name, args.out) for name in args.domains}
     sections, rows_by_domain = [], {}
+    for name, folder in MATH.items():
+        rows_by_domain[name] = [r for r in summarize(journal(name, folder.parent)) if "accuracy" in r]
     for name, answers in records.items():
         folder = args.out / name / "corpus"
         corpus = Corpus.open(folder) if (folder / "manifest.json").exists() else None
@@ -261,7 +265,8 @@ def report(args) -> str:
         "Models: " + "; ".join(model_file(m) for m in dict.fromkeys([TEACHER, SMALL, LARGE])) + ".", "",
         "Command: `python benchmarks/bench_domains.py report`", "",
         "## Size table", "", *size_table(rows_by_domain), "",
-        "With the 1.5B as student, the guides are its own (it was also the teacher): the weaker case.", "",
+        "With the 1.5B as student, the guides are its own (it was also the teacher): the weaker case. "
+        "Math: the first 100 questions of each set, from `bench_real_models.py`'s journals (its own corpus).", "",
         *sections, "## Time", "", *projection(records, args.target, args.out), ""])
 
 

@@ -12,10 +12,11 @@
    solution's step score being its least confident step. One JSON line per (question, design) in
    `--out/verdicts.jsonl`, on disk before the next: interrupted, rerun the same command and only
    what is missing is asked.
-3. Per design: the AUROC of the verdict for ranking right solutions above wrong ones (solution
-   level and least step), a seeded 95% bootstrap interval, the share judged, the teacher's tokens
+3. Per design: the AUROC of the verdict for ranking right solutions above wrong ones (the whole
+   solution's verdict, and its step verdicts taken as the least, the mean or the first), a seeded 95% bootstrap interval, the share judged, the teacher's tokens
    written / read / read from its prompt cache per question, and wall seconds per question. Written
-   with date, machine and model files to `--results`.
+   with date, machine and model files to `--results`, keeping what is written by hand below its
+   notes marker.
 
 Designs are picked from this table for `teacher_check` and `first_error`, never from test
 questions. Nothing is asserted; every figure is from this run's journals.
@@ -92,6 +93,20 @@ def least(values: list) -> float | None:
     return min(known) if known else None
 
 
+def mean(values: list) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def first(values: list) -> float | None:
+    """The first step's verdict: small models fail mostly at starting (seed paper 3)."""
+    return values[0] if values else None
+
+
+#: How a solution's step verdicts become one score: its weakest step, their mean, its first step.
+STEP_SCORES = {"least step": least, "mean step": mean, "first step": first}
+
+
 def auroc(pairs: list[tuple[float, bool]], rounds: int = 2000, seed: int = 0):
     """AUROC of the score for `correct`, and a seeded 95% bootstrap interval; None if one class is missing."""
     import numpy as np
@@ -111,31 +126,34 @@ def auroc(pairs: list[tuple[float, bool]], rounds: int = 2000, seed: int = 0):
 
 
 def table(records: list[dict], designs: list[str], answered: int) -> str:
-    lines = [("| design | judged | AUROC, whole solution [95% CI] | AUROC, least step [95% CI] | teacher written / q "
-             "| read / q | read from cache / q | seconds / q |"), "|---|---:|---|---|---:|---:|---:|---:|"]
+    lines = [("| design | judged | AUROC [95% CI]: whole solution | " + " | ".join(STEP_SCORES) +
+              " | teacher written / q | read / q | read from cache / q | seconds / q |"),
+             "|---|---:|---|---|---|---|---:|---:|---:|---:|"]
+    scores = [lambda r: r["solution_verdict"], *(lambda r, f=f: f(r["step_verdicts"]) for f in STEP_SCORES.values())]
     for design in designs:
         rows = [r for r in records if r["design"] == design]
         if not rows:
             continue
         cells = []
-        for score_of in (lambda r: r["solution_verdict"], lambda r: least(r["step_verdicts"])):
+        for score_of in scores:
             pairs = [(score_of(r), r["correct"]) for r in rows if score_of(r) is not None]
             value, low, high = auroc(pairs) if pairs else (None, None, None)
             cells.append("—" if value is None else f"{value:.2f} [{low:.2f}, {high:.2f}] (n = {len(pairs)})")
         cached = [r["teacher_cached"] for r in rows]
         n = len(rows)
         cache = "not reported" if None in cached else f"{sum(cached) / n:,.0f}"
-        lines.append(f"| {design} | {n} of {answered} | {cells[0]} | {cells[1]} | "
+        lines.append(f"| {design} | {n} of {answered} | {' | '.join(cells)} | "
                      f"{sum(r['teacher_written'] for r in rows) / n:,.1f} | {sum(r['teacher_read'] for r in rows) / n:,.0f} "
                      f"| {cache} | {sum(r['seconds'] for r in rows) / n:.1f} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
+    from bench_domains import kept_notes
     from bench_intervention import machine, model, model_file
     from instret.programs.verdicts import VERDICTS, make_verdict
 
-    from instret.data.files import Journal
+    from instret.data.files import Journal, atomic_write_text
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=100, help="first N GSM8K train questions")
@@ -197,7 +215,7 @@ def main(argv=None) -> int:
         table(records, designs, answered), ""])
     print("\n" + text)
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(text, encoding="utf-8")
+    atomic_write_text(args.results, text + "\n" + kept_notes(args.results))
     print(f"wrote {args.results}")
     return 0
 

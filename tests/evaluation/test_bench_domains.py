@@ -34,7 +34,8 @@ def out(tmp_path):
     return tmp_path
 
 
-def test_the_report_reads_accuracy_intervals_and_paired_tests_from_the_journal(out):
+def test_the_report_reads_accuracy_intervals_and_paired_tests_from_the_journal(out, monkeypatch):
+    monkeypatch.setattr(bench_domains, "MATH", {})
     args = argparse.Namespace(domains=["medqa"], out=out, target=100)
     text = bench_domains.report(args)
     # 9 of 10: Wilson [59.6%, 98.2%]; 6 and 4 discordant pairs, all one way: p = 2 / 2^6 and 2 / 2^4
@@ -43,6 +44,19 @@ def test_the_report_reads_accuracy_intervals_and_paired_tests_from_the_journal(o
     assert f"| {SMALL} | cot | 10 | 50.0% [23.7%, 76.3%] | +20.0% (p=0.500) | — |" in text
     assert f"| medqa | {SMALL} | 50.0% | 90.0% | +40.0% (p=0.125) | — | +9.4 |" in text
     assert "Corpus: not built yet" in text
+
+
+def test_the_size_table_has_math_from_the_real_models_journals(out, monkeypatch):
+    """GSM8K's rows come from the real-models benchmark's journal, beside the domains' own."""
+    folder = out / "real-models" / "gsm8k"
+    folder.mkdir(parents=True)
+    rows = [record(method, n, n < right) for method, right in (("cot", 2), ("instruction_retrieval", 1),
+                                                                ("instruction_retrieval@reply", 4)) for n in range(10)]
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    monkeypatch.setattr(bench_domains, "MATH", {"gsm8k": folder})
+    text = bench_domains.report(argparse.Namespace(domains=["medqa"], out=out, target=100))
+    assert f"| gsm8k | {SMALL} | 20.0% | 10.0% | -10.0% (p=1.000) | 40.0% | +5.1 (math) |" in text
+    assert f"| medqa | {SMALL} | 50.0% | 90.0% |" in text
 
 
 def test_the_projection_times_the_missing_answers(out):
