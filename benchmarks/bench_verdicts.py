@@ -1,6 +1,6 @@
 """Which teacher verdict tells a student's right solutions from its wrong ones? (issue 24, step 0)
 
-    .venv/bin/python benchmarks/bench_verdicts.py --limit 100       # the design table, on GSM8K *train*
+    .venv/bin/python benchmarks/bench_verdicts.py --limit 100 --model-threads 2   # the design table, on GSM8K *train*
     .venv/bin/python benchmarks/bench_verdicts.py --limit 2 --teacher local/qwen2.5-coder-0.5b   # smoke
     .venv/bin/python benchmarks/bench_verdicts.py --report-only     # the table from the journals alone
 
@@ -8,15 +8,15 @@
    with cot, through `instret.evaluation.run.evaluate` into `--out/cot/` (its journal).
 2. For each journaled solution, each verdict design of `programs/verdicts.py` (`--designs`)
    judges it from the teacher (`--teacher`, default the 1.5B): once as a whole solution and once
-   per step (the solution's `Step n:` lines; a cot reply without them is cut into sentences), the
-   solution's step score being its least confident step. One JSON line per (question, design) in
+   per step (the solution's `Step n:` lines, else its lines, else its sentences; for an answer
+   recovered from its raw reply, that reply's reasoning). One JSON line per (question, design) in
    `--out/verdicts.jsonl`, on disk before the next: interrupted, rerun the same command and only
    what is missing is asked.
 3. Per design: the AUROC of the verdict for ranking right solutions above wrong ones (the whole
-   solution's verdict, and its step verdicts taken as the least, the mean or the first), a seeded 95% bootstrap interval, the share judged, the teacher's tokens
-   written / read / read from its prompt cache per question, and wall seconds per question. Written
-   with date, machine and model files to `--results`, keeping what is written by hand below its
-   notes marker.
+   solution's verdict, and its step verdicts taken as the least, the mean or the first), a seeded
+   95% bootstrap interval, the share judged, the teacher's tokens written / read / read from its
+   prompt cache per question, and wall seconds per question. Written with date, machine and model
+   files to `--results`, keeping what is written by hand below its notes marker.
 
 Designs are picked from this table for `teacher_check` and `first_error`, never from test
 questions. Nothing is asserted; every figure is from this run's journals.
@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 TRAIN = REPO.parent / "shared" / "data" / "math" / "gsm8k" / "train.jsonl"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
+_HEADER = re.compile(r"^\s*\[\[ ## reasoning ## \]\]\s*")
 
 
 def steps_of(reasoning: str) -> list[str]:
@@ -63,12 +64,22 @@ def solutions(out: Path, student: str) -> list[dict]:
     return sorted(rows, key=lambda row: row["line"])
 
 
+def reasoning_of(row: dict) -> str:
+    """The solution's steps as the student wrote them: its `reasoning` output, or, for an answer
+    the lenient extractor recovered (it keeps only the raw reply), the raw reply's reasoning field."""
+    outputs = row.get("outputs") or {}
+    if outputs.get("reasoning"):
+        return outputs["reasoning"]
+    raw = outputs.get("raw") or ""
+    return _HEADER.sub("", raw, count=1).split("[[ ## ", 1)[0].strip()
+
+
 def judge(row: dict, design: str, verdict, teacher) -> dict:
     """One design's verdicts on one solution, with the teacher tokens and seconds they cost."""
     from instret.lm.calls import CallLog, total_prompt_cached
 
     question = row["inputs"]["question"]
-    reasoning = (row.get("outputs") or {}).get("reasoning") or ""
+    reasoning = reasoning_of(row)
     answer = row.get("parsed")
     solution = f"{reasoning}\nThe final answer is {answer}." if answer is not None else reasoning
     steps = steps_of(reasoning)
@@ -86,6 +97,17 @@ def judge(row: dict, design: str, verdict, teacher) -> dict:
             "step_verdicts": by_step, "steps": len(steps), "teacher_written": tokens["completion_tokens"],
             "teacher_read": tokens["prompt_tokens"],
             "teacher_cached": total_prompt_cached(log.calls, "teacher"), "seconds": time.perf_counter() - started}
+
+
+def to_ask(rows: list[dict], designs: list[str], done: dict[str, dict]) -> list[tuple[dict, str]]:
+    """The (solution, design) pairs with no verdict yet. A verdict journaled with no steps while the
+    solution has some was judged without the solution's text (earlier runs read `reasoning` only):
+    it is asked again."""
+    def missing(row: dict, design: str) -> bool:
+        found = done.get(f"{row['question_id']}|{design}")
+        return found is None or (found["steps"] == 0 and bool(steps_of(reasoning_of(row))))
+
+    return [(row, design) for row in rows for design in designs if missing(row, design)]
 
 
 def least(values: list) -> float | None:
@@ -129,7 +151,8 @@ def table(records: list[dict], designs: list[str], answered: int) -> str:
     lines = [("| design | judged | AUROC [95% CI]: whole solution | " + " | ".join(STEP_SCORES) +
               " | teacher written / q | read / q | read from cache / q | seconds / q |"),
              "|---|---:|---|---|---|---|---:|---:|---:|---:|"]
-    scores = [lambda r: r["solution_verdict"], *(lambda r, f=f: f(r["step_verdicts"]) for f in STEP_SCORES.values())]
+    scores = [lambda r: r["solution_verdict"],
+              *(lambda r, f=f: f(r["step_verdicts"]) for f in STEP_SCORES.values())]
     for design in designs:
         rows = [r for r in records if r["design"] == design]
         if not rows:
@@ -162,6 +185,9 @@ def main(argv=None) -> int:
     parser.add_argument("--teacher", default="local/qwen2.5-coder-1.5b")
     parser.add_argument("--designs", default=",".join(VERDICTS), help=f"from: {', '.join(VERDICTS)}")
     parser.add_argument("--threads", type=int, default=2, help="parallel student questions")
+    parser.add_argument("--model-threads", type=int, help="llama.cpp threads of each local model (default: the "
+                        "engine's, one per two cores; verdicts are asked one at a time: on a quiet machine, "
+                        "the core count)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "verdicts")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "verdicts.md")
     parser.add_argument("--report-only", action="store_true", help="the table from the journals; no model is built")
@@ -181,30 +207,30 @@ def main(argv=None) -> int:
         from instret.evaluation.run import evaluate
 
         questions = load_questions(str(args.train)).questions[:args.limit]
-        student = model(args.student, "student")
+        student = model(args.student, "student", args.model_threads)
         started = time.perf_counter()
         report = evaluate(questions, methods={"cot": make_program("cot", None, "numeric")},
                           students={args.student: student}, kind="numeric", out_dir=args.out / "cot",
                           threads=args.threads, progress=not args.no_progress)
         print(f"student cot: {report.answered_now} answered now, {report.answered_before} before, "
               f"{time.perf_counter() - started:.0f} s")
-        teacher = model(args.teacher, "teacher")
+        teacher = model(args.teacher, "teacher", args.model_threads)
         verdicts = {d: make_verdict(d, teacher) for d in designs}
         done = journal.read()
-        todo = [(row, d) for row in solutions(args.out, args.student)[:args.limit] for d in designs
-                if f"{row['question_id']}|{d}" not in done]
-        bar = tqdm(todo, desc="teacher verdicts", disable=args.no_progress)
+        todo = to_ask(solutions(args.out, args.student)[:args.limit], designs, done)
+        bar, judging = tqdm(todo, desc="teacher verdicts", disable=args.no_progress), time.perf_counter()
         for i, (row, design) in enumerate(bar):
             journal.append(judge(row, design, verdicts[design], teacher))
             if i + 1 == 2 * len(designs) and len(todo) > i + 1:  # the projection, once a few are in
-                per = (bar.format_dict["elapsed"]) / (i + 1)
+                per = (time.perf_counter() - judging) / (i + 1)  # tqdm's clock stops when it is disabled
                 print(f"\nprojected: {per:.1f} s per (question, design), {per * len(todo) / 60:.0f} min for all "
                       f"{len(todo)}", flush=True)
         journal.close()
 
-    records = [r for r in journal.read().values() if r["design"] in designs]
-    answered = len(solutions(args.out, args.student))
-    right = sum(1 for r in solutions(args.out, args.student) if r.get("correct"))
+    rows, done = solutions(args.out, args.student), journal.read()
+    stale = {f"{row['question_id']}|{design}" for row, design in to_ask(rows, designs, done)}
+    records = [r for key, r in done.items() if r["design"] in designs and key not in stale]  # judged on the text
+    answered, right = len(rows), sum(1 for r in rows if r.get("correct"))
     text = "\n".join([
         f"# Teacher verdicts on the student's cot solutions ({datetime.date.today()})", "",
         f"Machine: {machine()}.", "",

@@ -53,3 +53,38 @@ def test_the_report_keeps_what_is_written_below_the_notes_marker(tmp_path):
     assert "an older table" not in text and "right on 2 of them" in text
     assert cells(text)[1] == "5 of 5"
     assert text.endswith(f"{NOTES}\n\n## Read with care\n\nby hand\n")
+
+
+def test_a_recovered_answer_is_judged_on_the_reasoning_of_its_raw_reply():
+    """The lenient extractor keeps only the raw reply: its steps are read from there, not lost."""
+    raw = "[[ ## reasoning ## ]]\nShe read 12 × 2 = 24 pages.\nThen 120 - 24 = 96 are left.\n[[ ## answer ## ]]\n96"
+    recovered = {"outputs": {"raw": raw, "unparsed_replies": []}}
+    assert bench_verdicts.reasoning_of(recovered) == "She read 12 × 2 = 24 pages.\nThen 120 - 24 = 96 are left."
+    assert bench_verdicts.steps_of(bench_verdicts.reasoning_of(recovered)) == [
+        "She read 12 × 2 = 24 pages.", "Then 120 - 24 = 96 are left."]
+    parsed = {"outputs": {"reasoning": "Step 1: 2 + 2 = 4", "raw": "ignored"}}
+    assert bench_verdicts.reasoning_of(parsed) == "Step 1: 2 + 2 = 4"
+    assert bench_verdicts.reasoning_of({"outputs": {}}) == ""
+
+
+def test_a_verdict_judged_without_the_solutions_steps_is_asked_again():
+    raw = {"question_id": "q1", "outputs": {"raw": "[[ ## reasoning ## ]]\n3 + 4 = 7.\n[[ ## answer ## ]]\n7"}}
+    empty = {"question_id": "q2", "outputs": {"raw": ""}}
+    done = {"q1|yes_no": {"steps": 0}, "q1|score": {"steps": 1}, "q2|yes_no": {"steps": 0}}
+    asked = bench_verdicts.to_ask([raw, empty], ["yes_no", "score"], done)
+    # q1's yes_no was judged on no steps though it has one; q2 has none to judge; q2|score is new
+    assert [(row["question_id"], design) for row, design in asked] == [("q1", "yes_no"), ("q2", "score")]
+
+
+def test_the_table_leaves_out_verdicts_judged_without_the_solutions_text(tmp_path):
+    out, results = tmp_path / "verdicts", tmp_path / "verdicts.md"
+    (out / "cot").mkdir(parents=True)
+    stale = {**RECORDS[0], "steps": 0, "step_verdicts": []}  # journaled before its raw reply was read
+    journaled = [stale, *RECORDS[1:]]
+    (out / "verdicts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in journaled), encoding="utf-8")
+    raw = "[[ ## reasoning ## ]]\n2 + 2 = 4.\n[[ ## answer ## ]]\n4"
+    solutions = [{"method": "cot", "student": "local/qwen2.5-coder-0.5b", "line": r["line"],
+                  "question_id": r["question_id"], "correct": r["correct"], "outputs": {"raw": raw}} for r in RECORDS]
+    (out / "cot" / "results.jsonl").write_text("".join(json.dumps(s) + "\n" for s in solutions), encoding="utf-8")
+    bench_verdicts.main(["--report-only", "--designs", "yes_no", "--out", str(out), "--results", str(results)])
+    assert cells(results.read_text(encoding="utf-8"))[1] == "4 of 5"
